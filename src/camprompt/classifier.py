@@ -1,0 +1,402 @@
+"""The shape classifier: a torchvision ResNet18 with a 5-class head, its training recipe and checkpoints.
+
+Why a stock torchvision ResNet18: Grad-CAM users address layers by name (``layer2``, ``layer4``), and
+any torchvision-aware tool then works unchanged. The only change allowed is the *stem*: on 64x48
+inputs the ImageNet stem (7x7 stride-2 conv + max-pool) throws away 4x resolution before ``layer1``,
+so ``build_classifier(stem=...)`` can keep more of it (module names stay the same; a removed max-pool
+becomes ``nn.Identity``). Measured on this 2-core CPU (batch 128, channels_last), one training epoch
+of 3,500 images costs ~13 s with the ImageNet stem and ~42 s with a stride-2 stem without max-pool.
+
+Why the recipe needs work: trained from scratch on 3,500 small images the reference recipe (AdamW
+lr 2e-3, 5 epochs) stays at chance. What makes it learn: a one-cycle schedule, label smoothing and
+label-preserving augmentation done on whole batches in torch (random translation, horizontal flip --
+every class is left-right symmetric --, colour-channel permutation and jitter since shape colours are
+random, Gaussian noise and blur so that the model and its Grad-CAM also hold up on noisy or
+compressed copies). All randomness comes from one seeded ``torch.Generator``: runs are repeatable.
+
+Measured with the params.yaml recipe (ImageNet stem, 30 epochs, batch 64, one-cycle peak lr 2e-3,
+label smoothing 0.1, the augmentations above), from scratch on 2 threads: validation accuracy stays
+near chance for ~8 epochs (the net first has to learn *where* the shape is), then climbs to 96% by
+epoch 20 and 98.6% at the end; test 99.0%; ~17 s per epoch, 8.5 minutes in all.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from camprompt.artifacts import ArtifactError, atomic_path
+from camprompt.data import CLASSES, SplitArrays, SyntheticShapes, load_split, normalize
+
+CHECKPOINT_FORMAT = "camprompt-classifier"
+CHECKPOINT_VERSION = 1
+STEMS = ("imagenet", "stride2", "stride1")
+
+
+class ClassifierError(ArtifactError):
+    """A checkpoint is missing, corrupt or of the wrong kind; the message says how to rebuild it."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Architecture
+# ------------------------------------------------------------------------------------------------
+
+
+def build_classifier(num_classes: int = len(CLASSES), *, stem: str = "imagenet", pretrained: bool = False) -> nn.Module:
+    """torchvision ResNet18 with a ``num_classes`` head.
+
+    ``stem``: ``imagenet`` keeps the stock 7x7/2 conv + max-pool (``layer1`` at 1/4 resolution);
+    ``stride2`` uses a 3x3/2 conv and no max-pool (1/2 resolution: finer Grad-CAM maps, ~3x the
+    compute); ``stride1`` a 3x3/1 conv and no max-pool (full resolution, very slow on CPU).
+    ``pretrained`` loads ImageNet weights for the unchanged layers when they can be downloaded and
+    otherwise warns and trains from scratch (offline machines).
+    """
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
+    model = resnet18(num_classes=num_classes)
+    if pretrained:
+        _load_imagenet_weights(model, ResNet18_Weights.IMAGENET1K_V1)
+    if stem != "imagenet":
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2 if stem == "stride2" else 1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    # Remembered so that save_classifier can store how to rebuild this exact network.
+    model.camprompt_arch = {"num_classes": num_classes, "stem": stem}  # type: ignore[attr-defined]
+    return model
+
+
+def _load_imagenet_weights(model: nn.Module, weights: Any) -> None:
+    """Copy ImageNet weights except the head; offline, warn and keep the random initialisation."""
+    import warnings
+
+    try:
+        state = weights.get_state_dict(progress=False)
+    except Exception as exc:  # URLError, socket timeouts, corrupt cache...
+        warnings.warn(f"could not download ImageNet weights ({type(exc).__name__}: {exc}); training from scratch. "
+                      "Set train.arch.pretrained: false to silence this.", stacklevel=3)
+        return
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    model.load_state_dict(state, strict=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Augmentation (whole batches, seeded)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Augment:
+    """Label-preserving augmentations applied to uint8 batches; probabilities / magnitudes."""
+
+    translate: int = 4  # max shift in pixels; zero padding (reflection would duplicate edge shapes)
+    hflip: float = 0.5
+    channel_permute: float = 0.5
+    brightness: float = 0.2  # additive, in 0..1 intensity units
+    contrast: float = 0.2  # multiplicative, 1 +- this
+    noise: float = 0.3  # probability of Gaussian noise ...
+    noise_std: float = 0.06  # ... with std up to this (0..1 units)
+    blur: float = 0.2  # probability of a 3x3 Gaussian blur (JPEG-like softening)
+
+    def __call__(self, images: Tensor, gen: torch.Generator) -> Tensor:
+        """uint8 (B,H,W,3) -> augmented float32 (B,3,H,W) in 0..1 (normalise afterwards)."""
+        x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        b = x.shape[0]
+        if self.translate > 0:
+            x = _random_translate(x, self.translate, gen)
+        if self.hflip > 0:
+            flip = torch.rand(b, generator=gen) < self.hflip
+            x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+        if self.channel_permute > 0:
+            perms = torch.stack([torch.randperm(3, generator=gen) for _ in range(b)])
+            keep = torch.rand(b, generator=gen) >= self.channel_permute
+            perms[keep] = torch.arange(3)
+            x = torch.gather(x, 1, perms.view(b, 3, 1, 1).expand_as(x))
+        if self.contrast > 0 or self.brightness > 0:
+            c = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * self.contrast
+            br = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * self.brightness
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * c + mean + br
+        if self.blur > 0:
+            kernel = torch.tensor([1.0, 2.0, 1.0]) / 4
+            k2 = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
+            blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k2, groups=3)
+            x = torch.where((torch.rand(b, generator=gen) < self.blur).view(b, 1, 1, 1), blurred, x)
+        if self.noise > 0:
+            std = torch.rand(b, 1, 1, 1, generator=gen) * self.noise_std
+            std = std * (torch.rand(b, 1, 1, 1, generator=gen) < self.noise)
+            x = x + torch.randn(x.shape, generator=gen) * std
+        return x.clamp_(0, 1)
+
+
+def _random_translate(x: Tensor, pad: int, gen: torch.Generator) -> Tensor:
+    """Shift every image by its own random (dx, dy) in [-pad, pad]; uncovered pixels are black.
+
+    Zero padding, not reflection: a reflected border would mirror a shape cut by the frame into a
+    second, different-looking shape.
+    """
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="constant", value=0.0)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    rows = (dy.view(b, 1) + torch.arange(h).view(1, h)).view(b, 1, h, 1).expand(b, 3, h, w + 2 * pad)
+    out = torch.gather(padded, 2, rows)
+    cols = (dx.view(b, 1) + torch.arange(w).view(1, w)).view(b, 1, 1, w).expand(b, 3, h, w)
+    return torch.gather(out, 3, cols)
+
+
+def _normalize_float(x: Tensor) -> Tensor:
+    from camprompt.data import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (params.yaml ``train:`` minus file paths)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    schedule: str = "onecycle"  # onecycle | constant
+    pct_start: float = 0.25
+    threads: int = 2
+    channels_last: bool = True
+    arch: dict[str, Any] = field(default_factory=dict)  # build_classifier kwargs
+    augment: dict[str, Any] | bool = True  # True: Augment() defaults; False: none; dict: overrides
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], ignore: tuple[str, ...] = ("checkpoint", "metrics")) -> TrainConfig:
+        """Build from params.yaml's ``train`` section; unknown keys are an error (typos must not pass)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known - set(ignore)
+        if unknown:
+            raise ValueError(f"params.yaml train: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in params.items() if k in known})
+
+    def augmenter(self) -> Augment | None:
+        if self.augment is False:
+            return None
+        return Augment(**(self.augment if isinstance(self.augment, Mapping) else {}))
+
+
+def _as_arrays(data: SplitArrays | SyntheticShapes | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N,H,W,3), labels int64 (N,)) from any of the dataset containers."""
+    if isinstance(data, SplitArrays):
+        return data.images, data.labels
+    if isinstance(data, SyntheticShapes):
+        arrays = load_split(data.root, data.split)
+        return arrays.images, arrays.labels
+    images, labels = data
+    return np.asarray(images), np.asarray(labels, dtype=np.int64)
+
+
+def _check_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N,H,W,3), got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must be shaped ({len(images)},), got {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=cfg.pct_start)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; expected onecycle or constant")
+
+
+def train_classifier(
+    model: nn.Module,
+    train: SplitArrays | SyntheticShapes | tuple[np.ndarray, np.ndarray],
+    val: SplitArrays | SyntheticShapes | tuple[np.ndarray, np.ndarray] | None = None,
+    config: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` in place with the one-cycle recipe; return the history.
+
+    History: ``{"epochs": [{epoch, train_loss, train_accuracy, val_loss?, val_accuracy?, seconds}],
+    "seconds": total}``. Validation is scored after every epoch (cheap: forward only) so that the
+    recipe can be chosen on val; the test split is never touched here.
+    """
+    cfg = config or TrainConfig()
+    images, labels = _as_arrays(train)
+    num_classes = model.fc.out_features if hasattr(model, "fc") else len(CLASSES)
+    _check_inputs(images, labels, num_classes)
+    if len(images) == 0:
+        raise ValueError("the training split is empty")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    augment = cfg.augmenter()
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = _make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    history: dict[str, Any] = {"epochs": []}
+    start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(images), generator=gen)
+        total_loss, correct = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"train {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xb = augment(x_all[idx], gen) if augment else x_all[idx].permute(0, 3, 1, 2).float().div(255)
+            xb = _normalize_float(xb).contiguous(memory_format=memory_format)
+            yb = y_all[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_value = float(loss.detach())
+            total_loss += loss_value * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+        record = {"epoch": epoch + 1, "train_loss": total_loss / len(images), "train_accuracy": correct / len(images)}
+        if val is not None:
+            scores = evaluate(model, val, threads=None)
+            record.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+        record["seconds"] = time.perf_counter() - t0
+        history["epochs"].append(record)
+        if progress:
+            extra = f" val {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
+            tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.3f} acc {record['train_accuracy']:.3f}{extra} "
+                       f"({record['seconds']:.1f} s)")
+    model.eval()
+    model.to(memory_format=torch.contiguous_format)
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> Tensor:
+    """float32 logits (N, classes) of uint8 images (N,H,W,3), in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    outs = [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros((0, len(CLASSES)))
+
+
+def evaluate(
+    model: nn.Module, data: SplitArrays | SyntheticShapes | tuple[np.ndarray, np.ndarray], *,
+    batch_size: int = 256, threads: int | None = None,
+) -> dict[str, Any]:
+    """Accuracy, mean cross-entropy, per-class accuracy and the confusion matrix (rows: truth)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    images, labels = _as_arrays(data)
+    num_classes = model.fc.out_features if hasattr(model, "fc") else len(CLASSES)
+    _check_inputs(images, labels, num_classes)
+    logits = predict_logits(model, images, batch_size)
+    y = torch.from_numpy(labels)
+    pred = logits.argmax(1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, pred.numpy()), 1)
+    names = list(CLASSES) if num_classes == len(CLASSES) else [str(i) for i in range(num_classes)]
+    per_class = {
+        names[c]: (float(confusion[c, c] / confusion[c].sum()) if confusion[c].sum() else None) for c in range(num_classes)
+    }
+    n = len(labels)
+    return {
+        "n": n,
+        "accuracy": float((pred == y).float().mean()) if n else float("nan"),
+        "loss": float(F.cross_entropy(logits, y)) if n else float("nan"),
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def save_classifier(path: str | os.PathLike[str], model: nn.Module, meta: Mapping[str, Any] | None = None,
+                    arch: Mapping[str, Any] | None = None) -> Path:
+    """Save weights + the ``build_classifier`` kwargs (so loading rebuilds the same net) atomically.
+
+    ``arch`` defaults to ``model.camprompt_arch`` (set by :func:`build_classifier`). ``meta`` must be plain JSON-like data (loaded with
+    ``weights_only=True``, which never executes pickled code).
+    """
+    arch = dict(arch if arch is not None else getattr(model, "camprompt_arch", {}))
+    arch.pop("pretrained", None)  # the weights are in the file; never download at load time
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": arch,
+               "state_dict": state, "meta": dict(meta or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_classifier(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network of a checkpoint and load its weights; returned in eval mode.
+
+    The checkpoint's ``meta`` is attached as ``model.camprompt_meta``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ClassifierError(f"classifier checkpoint {path} does not exist; train it with `dvc repro train`.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, pickle errors, random bytes...
+        raise ClassifierError(f"{path} is not a readable classifier checkpoint ({type(exc).__name__}: {exc}); "
+                              "delete it and re-run `dvc repro train`.") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ClassifierError(f"{path} is not a camprompt classifier checkpoint (saved by save_classifier)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ClassifierError(f"{path} has checkpoint version {payload.get('version')}, expected "
+                              f"{CHECKPOINT_VERSION}; re-run `dvc repro train`.")
+    arch = dict(payload.get("arch") or {})
+    try:
+        model = build_classifier(**arch)
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise ClassifierError(f"{path}: weights do not fit the architecture {arch} ({exc})") from exc
+    model.camprompt_arch = arch  # type: ignore[attr-defined]
+    model.camprompt_meta = copy.deepcopy(payload.get("meta") or {})  # type: ignore[attr-defined]
+    return model.to(map_location).eval()
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """The recipe as plain data (stored in checkpoints and metrics)."""
+    return asdict(config)

@@ -1,0 +1,479 @@
+"""The synthetic shapes benchmark: generation, on-disk format, readers and model-input normalisation.
+
+Every image is a CIFAR-10 picture (or a procedural texture) resized to 64x48 carrying exactly one
+solid-colour shape -- circle, square, triangle, star or diamond -- whose binary mask is known
+exactly. That gives a segmentation ground truth for free while the classification task (which
+shape?) still needs a real CNN: the background is cluttered natural imagery.
+
+On-disk layout (``root`` = ``data/synthetic_shapes`` by default)::
+
+    images/{split}/NAME.png   RGB uint8, 64 wide x 48 high
+    masks/{split}/NAME.png    1-bit PNG; ``np.array(PIL.Image.open(p), dtype=bool)`` reads it
+    labels/{split}/NAME.txt   the class name, one line
+    dataset.json              seed, background source, sizes, class counts, rules, generator version
+
+Generation rules (why each exists):
+
+* Shapes are rasterised on pixel centres with no anti-aliasing, so the mask is *exactly* the set of
+  pixels painted with the fill colour -- no ambiguous edge pixels in the segmentation ground truth.
+* A shape spans ``min_shape_size``..``max_shape_size`` pixels (its bounding box), is axis-aligned
+  (a diamond is a square turned 45 degrees; triangle and star point up) and may sit anywhere as long
+  as at least ``min_inside`` of its area lies inside the frame (partly cut shapes are realistic, but a
+  sliver would make the label unknowable).
+* **Minimum-contrast rule.** The fill colour must stand out from the background it covers: the 10th
+  percentile, over the covered background pixels, of the Euclidean RGB distance (0..441) between the
+  fill colour and the pixel must be at least ``min_contrast`` (default 60). So at least 90% of the
+  shape differs clearly from what it hides; a plain mean-colour rule would let a shape vanish into
+  half of a two-tone background. In addition the fill colour never occurs anywhere in the image's
+  background, so ``(image == colour).all(-1)`` recovers the mask exactly. Colours are drawn uniformly
+  at random; when 64 draws fail, the eight corners of the RGB cube are tried, then a new placement.
+* Splits never share a background image: one seeded permutation of the source is cut into disjoint
+  consecutive ranges, one per split.
+* Everything is derived from ``numpy.random.default_rng([seed, split, index])``, so the same params
+  give byte-identical files, and the whole dataset is written into a temporary directory that is
+  renamed into place only when complete (``camprompt.artifacts.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.path import Path as PolygonPath
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from camprompt.artifacts import ArtifactError, atomic_path, write_json
+
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+GENERATOR_VERSION = 1
+BACKGROUND_SOURCES = ("auto", "npz", "cifar10", "procedural")
+CONTRAST_PERCENTILE = 10.0
+_COLOUR_DRAWS = 64
+_PLACEMENT_TRIES = 200
+_CUBE_CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.uint8)
+
+
+class DatasetError(ArtifactError):
+    """The dataset on disk is missing, inconsistent or corrupt; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Model-input normalisation
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_uint8_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validate uint8 (N,H,W,3) or (H,W,3) and return a uint8 tensor (N,H,W,3)."""
+    t = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if t.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 images (0..255), got {t.dtype}; convert with .astype(np.uint8)")
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"normalize expects RGB images shaped (N,H,W,3) or (H,W,3), got {tuple(t.shape)}")
+    return t
+
+
+def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (N,H,W,3) or (H,W,3) -> float32 tensor (N,3,H,W) with ImageNet mean/std.
+
+    ImageNet statistics (not the dataset's) so that a torchvision-pretrained backbone can be swapped
+    in without re-normalising, and so every stage agrees on a single convention.
+    """
+    t = _as_uint8_batch(images).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((t - mean) / std).contiguous()
+
+
+def denormalize(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`normalize`: float (N,3,H,W) -> uint8 (N,H,W,3), rounded and clipped."""
+    t = torch.as_tensor(tensor).detach().to("cpu", torch.float32)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise ValueError(f"denormalize expects (N,3,H,W), got {tuple(t.shape)}")
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    x = (t * std + mean) * 255.0
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# Shapes
+# ------------------------------------------------------------------------------------------------
+
+
+def _polygon(cls: str, cx: float, cy: float, size: float) -> np.ndarray | None:
+    """Vertices (x, y) of the polygonal classes, bounding box ``size`` wide; None for the others."""
+    h = size / 2.0
+    if cls == "triangle":  # isosceles, apex up, as tall as wide
+        return np.array([[cx, cy - h], [cx + h, cy + h], [cx - h, cy + h]])
+    if cls == "star":  # five points, one straight up; inner radius 0.45 keeps the arms visible at 10 px
+        angles = -np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, h, 0.45 * h)
+        return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
+    return None
+
+
+def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> np.ndarray:
+    """Crisp boolean mask (height, width) of one shape centred at (cx, cy), spanning ``size`` pixels.
+
+    Pixel (x, y) is inside when its centre is, so there is no anti-aliasing and the mask is exact.
+    Coordinates may lie outside the frame (the shape is then clipped).
+    """
+    if cls not in CLASSES:
+        raise ValueError(f"unknown shape class {cls!r}; expected one of {CLASSES}")
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    h = size / 2.0
+    if cls == "circle":
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= h * h
+    if cls == "square":
+        return (np.abs(xs - cx) <= h) & (np.abs(ys - cy) <= h)
+    if cls == "diamond":
+        return np.abs(xs - cx) + np.abs(ys - cy) <= h
+    verts = _polygon(cls, cx, cy, size)
+    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    return PolygonPath(verts).contains_points(points).reshape(height, width)
+
+
+def _inside_fraction(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> tuple[np.ndarray, float]:
+    """Mask in the frame and the fraction of the full shape's area that it keeps."""
+    pad = int(np.ceil(size)) + 2
+    big = render_shape(cls, cx + pad, cy + pad, size, width + 2 * pad, height + 2 * pad)
+    mask = big[pad : pad + height, pad : pad + width]
+    total = int(big.sum())
+    return mask, (float(mask.sum()) / total if total else 0.0)
+
+
+def colour_contrast(colour: np.ndarray, covered: np.ndarray) -> float:
+    """The contrast rule's statistic: 10th percentile of RGB distance from ``colour`` to ``covered`` (K,3)."""
+    dist = np.linalg.norm(covered.astype(np.float64) - colour.astype(np.float64), axis=1)
+    return float(np.percentile(dist, CONTRAST_PERCENTILE))
+
+
+def _colour_ok(colour: np.ndarray, covered: np.ndarray, outside: np.ndarray, min_contrast: float) -> bool:
+    if colour_contrast(colour, covered) < min_contrast:
+        return False
+    return not bool((outside == colour).all(axis=1).any())
+
+
+def _pick_colour(rng: np.random.Generator, background: np.ndarray, mask: np.ndarray, min_contrast: float) -> np.ndarray | None:
+    covered, outside = background[mask], background[~mask]
+    for colour in rng.integers(0, 256, size=(_COLOUR_DRAWS, 3), dtype=np.uint8):
+        if _colour_ok(colour, covered, outside, min_contrast):
+            return colour
+    for colour in _CUBE_CORNERS:
+        if _colour_ok(colour, covered, outside, min_contrast):
+            return colour
+    return None
+
+
+def compose_image(
+    rng: np.random.Generator, background: np.ndarray, cls: str, *,
+    min_shape_size: float, max_shape_size: float, min_inside: float, min_contrast: float,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Paint one random shape of class ``cls`` on ``background`` (H,W,3) -> (image, mask, info)."""
+    height, width = background.shape[:2]
+    for _ in range(_PLACEMENT_TRIES):
+        size = float(rng.uniform(min_shape_size, max_shape_size))
+        cx = float(rng.uniform(-size / 2, width - 1 + size / 2))
+        cy = float(rng.uniform(-size / 2, height - 1 + size / 2))
+        mask, inside = _inside_fraction(cls, cx, cy, size, width, height)
+        if inside < min_inside or not mask.any():
+            continue
+        colour = _pick_colour(rng, background, mask, min_contrast)
+        if colour is None:
+            continue
+        image = background.copy()
+        image[mask] = colour
+        info = {"size": size, "center": [cx, cy], "colour": colour.tolist(), "inside": inside}
+        return image, mask, info
+    raise RuntimeError(
+        f"could not place a {cls} with min_inside={min_inside} and min_contrast={min_contrast} after "
+        f"{_PLACEMENT_TRIES} tries; lower data.min_contrast or data.min_inside in params.yaml"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Backgrounds
+# ------------------------------------------------------------------------------------------------
+
+
+def procedural_backgrounds(n: int, seed: int, size: int = 32) -> np.ndarray:
+    """``n`` smooth random colour textures uint8 (n,size,size,3): no download needed (tests, demos).
+
+    Each is a bicubic blow-up of a 3x3..6x6 grid of random colours plus a little fine noise, so it
+    has CIFAR-like low-frequency structure without any external data.
+    """
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 7919, i])
+        cells = int(rng.integers(3, 7))
+        grid = rng.integers(0, 256, size=(cells, cells, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC), dtype=np.float64)
+        noisy = smooth + rng.normal(0.0, 6.0, size=smooth.shape)
+        out[i] = np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+    return out
+
+
+def _load_npz(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetError(f"background file {path} does not exist; set data.npz in params.yaml or use data.backgrounds: procedural")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            images = np.asarray(npz["images"])
+    except (KeyError, ValueError, OSError) as exc:
+        raise DatasetError(f"{path} is not an .npz holding an 'images' array ({exc})") from exc
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DatasetError(f"{path}: 'images' must be uint8 (N,H,W,3), got {images.dtype} {images.shape}")
+    return images
+
+
+def _load_cifar10(root: Path) -> np.ndarray:
+    """CIFAR-10's test split through torchvision (downloads into ``root`` when online)."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        return np.asarray(CIFAR10(str(root), train=False, download=True).data, dtype=np.uint8)
+    except Exception as exc:  # URLError, socket errors, bad archives: all mean "no CIFAR-10 here"
+        raise DatasetError(
+            f"could not load or download CIFAR-10 into {root} ({type(exc).__name__}: {exc}). Offline, point "
+            "params.yaml data.npz at a local .npz with 'images' uint8 (N,32,32,3) and set "
+            "data.backgrounds: npz (or use data.backgrounds: procedural for synthetic textures)."
+        ) from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_backgrounds(
+    backgrounds: str, n_needed: int, *, seed: int, npz: str | os.PathLike[str] | None, cifar_root: str | os.PathLike[str] | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Return (images uint8 (M,h,w,3) with M >= n_needed, a JSON description of the source)."""
+    if backgrounds not in BACKGROUND_SOURCES:
+        raise ValueError(f"data.backgrounds must be one of {BACKGROUND_SOURCES}, got {backgrounds!r}")
+    if backgrounds == "auto":
+        backgrounds = "npz" if npz is not None and Path(npz).is_file() else "cifar10"
+    if backgrounds == "procedural":
+        images, source = procedural_backgrounds(n_needed, seed), {"kind": "procedural"}
+    elif backgrounds == "npz":
+        if npz is None:
+            raise ValueError("data.backgrounds is 'npz' but data.npz is not set")
+        path = Path(npz)
+        images = _load_npz(path)
+        source = {"kind": "npz", "file": path.name, "sha256": _sha256(path)}
+    else:
+        images, source = _load_cifar10(Path(cifar_root or "data/cifar10")), {"kind": "cifar10", "split": "test"}
+    if len(images) < n_needed:
+        raise DatasetError(
+            f"the {source['kind']} background source holds {len(images)} images but the splits need "
+            f"{n_needed} distinct ones (splits never share a background); reduce data.sizes"
+        )
+    source["n_available"] = len(images)
+    return images, source
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation
+# ------------------------------------------------------------------------------------------------
+
+
+def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Labels 0..4 repeated as evenly as possible (counts differ by at most one), shuffled."""
+    return rng.permutation(np.arange(n) % len(CLASSES))
+
+
+def _write_sample(root: Path, split: str, name: str, image: np.ndarray, mask: np.ndarray, cls: str) -> None:
+    Image.fromarray(image).save(root / "images" / split / f"{name}.png", format="PNG")
+    Image.fromarray(mask).save(root / "masks" / split / f"{name}.png", format="PNG")
+    (root / "labels" / split / f"{name}.txt").write_text(cls + "\n")
+
+
+def generate_dataset(
+    root: str | os.PathLike[str], *, seed: int = 0, sizes: Mapping[str, int] | None = None,
+    backgrounds: str = "auto", npz: str | os.PathLike[str] | None = None, cifar_root: str | os.PathLike[str] | None = None,
+    width: int = 64, height: int = 48, min_shape_size: float = 10, max_shape_size: float = 20,
+    min_inside: float = 0.8, min_contrast: float = 60.0, progress: bool = True,
+) -> dict[str, Any]:
+    """Generate the whole dataset into ``root`` atomically and return the ``dataset.json`` content.
+
+    Same arguments => byte-identical files. If anything fails midway, ``root`` is left untouched
+    (a previous dataset stays intact) and no partial directory remains.
+    """
+    sizes = dict(sizes or {"train": 3500, "val": 1000, "test": 500})
+    unknown = set(sizes) - set(SPLITS)
+    if unknown or any(int(v) < 0 for v in sizes.values()):
+        raise ValueError(f"data.sizes must map splits {SPLITS} to non-negative counts, got {sizes}")
+    if not 0 < min_shape_size <= max_shape_size:
+        raise ValueError(f"need 0 < min_shape_size <= max_shape_size, got {min_shape_size}, {max_shape_size}")
+    if not 0 < min_inside <= 1:
+        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
+    splits = [s for s in SPLITS if s in sizes]
+    total = sum(int(sizes[s]) for s in splits)
+    source_images, source = load_backgrounds(backgrounds, total, seed=seed, npz=npz, cifar_root=cifar_root)
+    order = np.random.default_rng([seed, 104729]).permutation(len(source_images))
+
+    meta: dict[str, Any] = {
+        "generator_version": GENERATOR_VERSION, "seed": seed, "classes": list(CLASSES), "source": source,
+        "width": width, "height": height, "sizes": {s: int(sizes[s]) for s in splits},
+        "min_shape_size": min_shape_size, "max_shape_size": max_shape_size, "min_inside": min_inside,
+        "min_contrast": min_contrast,
+        "contrast_rule": (
+            f"the {CONTRAST_PERCENTILE:g}th percentile over the covered background pixels of the Euclidean RGB "
+            f"distance (0..441) between the fill colour and the pixel is >= min_contrast; the fill colour "
+            "never occurs in the image's background"
+        ),
+        "background_resize": "bilinear (PIL) to width x height",
+        "class_counts": {},
+    }
+    with atomic_path(root) as tmp:
+        start = 0
+        for split_index, split in enumerate(splits):
+            n = int(sizes[split])
+            for kind in ("images", "masks", "labels"):
+                (tmp / kind / split).mkdir(parents=True, exist_ok=True)
+            ids = order[start : start + n]
+            start += n
+            labels = _balanced_labels(n, np.random.default_rng([seed, split_index, 15485863]))
+            for i in tqdm(range(n), desc=f"data {split}", disable=not progress, leave=False):
+                rng = np.random.default_rng([seed, split_index, i])
+                bg = np.asarray(Image.fromarray(source_images[ids[i]]).resize((width, height), Image.BILINEAR))
+                cls = CLASSES[labels[i]]
+                image, mask, _ = compose_image(
+                    rng, bg, cls, min_shape_size=min_shape_size, max_shape_size=max_shape_size,
+                    min_inside=min_inside, min_contrast=min_contrast,
+                )
+                _write_sample(tmp, split, f"{i:05d}", image, mask, cls)
+            meta["class_counts"][split] = {c: int((labels == k).sum()) for k, c in enumerate(CLASSES)}
+        write_json(tmp / "dataset.json", meta)
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_image(path: Path, mode: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode) if img.mode != mode else img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{path} is not a readable PNG ({exc}); regenerate the dataset (dvc repro data)") from exc
+
+
+def _stems(folder: Path, suffix: str) -> set[str]:
+    return {p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith(".")}
+
+
+class SyntheticShapes(torch.utils.data.Dataset):
+    """One split of the dataset: items are ``(transform(PIL image) or PIL image, label, mask)``.
+
+    ``mask`` is a bool ndarray (H,W). The file list and labels are checked when the dataset is
+    opened (names must match across images/masks/labels; class names must be known), so a broken
+    dataset fails immediately with a message rather than halfway through an epoch.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str, transform: Callable[[Image.Image], Any] | None = None) -> None:
+        self.root, self.split, self.transform = Path(root), split, transform
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        folders = {k: self.root / k / split for k in ("images", "masks", "labels")}
+        missing = [str(p) for p in folders.values() if not p.is_dir()]
+        if missing:
+            raise DatasetError(
+                f"split {split!r} is missing from {self.root} (no {', '.join(missing)}); generate it with "
+                "`dvc repro data` or camprompt.data.generate_dataset"
+            )
+        images = _stems(folders["images"], ".png")
+        masks = _stems(folders["masks"], ".png")
+        labels = _stems(folders["labels"], ".txt")
+        if not images == masks == labels:
+            odd = sorted((images ^ masks) | (images ^ labels) | (masks ^ labels))
+            raise DatasetError(
+                f"{self.root} split {split!r}: image, mask and label names do not match "
+                f"({len(odd)} unmatched, e.g. {odd[:5]}); regenerate the dataset"
+            )
+        self.names: list[str] = sorted(images)
+        self.labels = np.array([self._read_label(folders["labels"] / f"{n}.txt") for n in self.names], dtype=np.int64)
+
+    def _read_label(self, path: Path) -> int:
+        name = path.read_text().strip()
+        if name not in CLASSES:
+            raise DatasetError(f"{path}: unknown class name {name!r}; expected one of {CLASSES}")
+        return CLASSES.index(name)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw arrays of one sample: image uint8 (H,W,3) and mask bool (H,W), sizes checked."""
+        name = self.names[index]
+        image = np.asarray(_read_image(self.root / "images" / self.split / f"{name}.png", "RGB"))
+        mask_path = self.root / "masks" / self.split / f"{name}.png"
+        mask = np.array(_read_image(mask_path, "1"), dtype=bool)
+        if mask.shape != image.shape[:2]:
+            raise DatasetError(f"{mask_path}: mask is {mask.shape[::-1]} (WxH) but its image is {image.shape[1::-1]}")
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[Any, int, np.ndarray]:
+        image, mask = self.load(index)
+        pil = Image.fromarray(image)
+        return (self.transform(pil) if self.transform is not None else pil), int(self.labels[index]), mask
+
+
+@dataclass
+class SplitArrays:
+    """A split in memory, sorted by name: images uint8 (N,H,W,3), masks bool (N,H,W), labels int64 (N,)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def load_split(root: str | os.PathLike[str], split: str, limit: int | None = None) -> SplitArrays:
+    """Load the first ``limit`` images of a split (file-name order; all when None) into arrays."""
+    dataset = SyntheticShapes(root, split)
+    n = len(dataset) if limit is None else max(0, min(int(limit), len(dataset)))
+    samples = [dataset.load(i) for i in range(n)]
+    if samples and len({s[0].shape for s in samples}) > 1:
+        raise DatasetError(f"{root} split {split!r}: images have different sizes {sorted({s[0].shape for s in samples})}")
+    if samples:
+        images = np.stack([s[0] for s in samples])
+        masks = np.stack([s[1] for s in samples])
+    else:
+        images, masks = np.zeros((0, 0, 0, 3), np.uint8), np.zeros((0, 0, 0), bool)
+    return SplitArrays(images=images, masks=masks, labels=dataset.labels[:n].copy(), names=dataset.names[:n])
+
+
+def read_metadata(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """``dataset.json`` of a generated dataset."""
+    from camprompt.artifacts import read_json
+
+    return read_json(Path(root) / "dataset.json")
+
+
+def class_names(labels: Sequence[int]) -> list[str]:
+    """Label ids -> class names."""
+    return [CLASSES[int(i)] for i in labels]

@@ -1,0 +1,432 @@
+"""Prompt-free SAM segmentation pipelines: images in, masks out -- no ground truth, no user clicks.
+
+* :class:`BasicSamPipeline` -- one foreground point at the image centre (the baseline).
+* :class:`ForegroundPointsPipeline` -- foreground points only, found by the classifier's Grad-CAM
+  and the image (:mod:`camprompt.prompts`: propose candidate regions, verify them with the
+  classifier, place points deep inside the winner).
+* :class:`ForegroundBackgroundPipeline` -- the same foreground points plus background points
+  surely outside the object.
+
+Every pipeline is called on *normalised images only* (``camprompt.data.normalize``); nothing in this
+module can see a mask or a label. ``points()`` and ``segment()`` are the two halves of ``__call__``
+so that the DVC stages (``points@S``, ``masks@S``) and interactive use share one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from camprompt.data import denormalize, normalize
+from camprompt.prompts import (
+    BG_LABEL,
+    FG_LABEL,
+    PAD_LABEL,
+    ClassifierJudge,
+    PromptConfig,
+    PromptFinder,
+    PromptResult,
+    pack_points,
+    region_features,
+)
+
+__all__ = [
+    "SamLike",
+    "BasicSamPipeline",
+    "ForegroundPointsPipeline",
+    "ForegroundBackgroundPipeline",
+    "PIPELINES",
+    "build_pipeline",
+    "check_images",
+    "check_points",
+]
+
+
+class SamLike(Protocol):
+    """What the pipelines need from a predictor (segment-anything's SamPredictor has it)."""
+
+    def set_image(self, image: np.ndarray) -> None: ...
+
+    def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                box: np.ndarray | None = None, multimask_output: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+# ------------------------------------------------------------------------------------------------
+# Input checks
+# ------------------------------------------------------------------------------------------------
+
+
+def check_images(images: Any) -> Tensor:
+    """Images must be a float tensor (B,3,H,W) as made by ``camprompt.data.normalize``."""
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor (B,3,H,W) normalised with camprompt.data.normalize, got "
+            f"{type(images).__name__}"
+        )
+    if images.ndim != 4 or images.shape[1] != 3:
+        hint = " For one image use images[None]." if images.ndim == 3 else ""
+        raise ValueError(f"images must have shape (B,3,H,W), got {tuple(images.shape)}.{hint}")
+    if not images.is_floating_point():
+        raise TypeError(f"images have dtype {images.dtype}; pass camprompt.data.normalize(uint8 images)")
+    if min(images.shape) == 0:
+        raise ValueError(f"images have an empty dimension: {tuple(images.shape)}")
+    return images
+
+
+def check_points(point_coords: Any, point_labels: Any, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """coords (B,N,2) float (x, y) and labels (B,N) int (1 fg, 0 bg, -1 padding) -> numpy, validated."""
+    coords = np.asarray(point_coords.detach().cpu() if isinstance(point_coords, Tensor) else point_coords, dtype=np.float64)
+    labels = np.asarray(point_labels.detach().cpu() if isinstance(point_labels, Tensor) else point_labels)
+    if coords.ndim != 3 or coords.shape[0] != batch or coords.shape[2] != 2:
+        raise ValueError(f"point_coords must be ({batch},N,2) as (x, y), got {coords.shape}")
+    if labels.shape != coords.shape[:2]:
+        raise ValueError(f"point_labels must be {coords.shape[:2]} to match point_coords, got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"point_labels must be integers (1 fg, 0 bg, -1 padding), got {labels.dtype}")
+    bad = ~np.isin(labels, (FG_LABEL, BG_LABEL, PAD_LABEL))
+    if bad.any():
+        raise ValueError(f"point_labels may only hold 1 (fg), 0 (bg) or -1 (padding), got {np.unique(labels[bad])}")
+    real = labels != PAD_LABEL
+    if not real.any(axis=1).all():
+        empty = np.flatnonzero(~real.any(axis=1))
+        raise ValueError(f"images {empty[:5].tolist()} have only padding points; SAM needs at least one point each")
+    if not np.isfinite(coords[real]).all():
+        raise ValueError("point_coords hold NaN or inf for non-padding points")
+    return coords, labels.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# The baseline
+# ------------------------------------------------------------------------------------------------
+
+
+class BasicSamPipeline:
+    """SAM prompted with one foreground point at the image centre.
+
+    ``segment`` un-normalises each image to uint8 RGB, sets it on the predictor (with embeddings
+    attached to the predictor this is a look-up, not an encoder run), predicts SAM's three
+    multimask proposals and keeps one (:meth:`select_mask`; here: SAM's best predicted IoU).
+    """
+
+    def __init__(self, predictor: SamLike | None, *, progress: bool = False) -> None:
+        if predictor is not None and not (hasattr(predictor, "set_image") and hasattr(predictor, "predict")):
+            raise TypeError(f"predictor must be SamPredictor-like (set_image, predict), got {type(predictor).__name__}")
+        self._predictor = predictor
+        self.progress = progress
+
+    @property
+    def predictor(self) -> SamLike:
+        """The SAM predictor; None is allowed only for work that needs no SAM (e.g. the centre points)."""
+        if self._predictor is None:
+            raise RuntimeError(f"{type(self).__name__} was built without a SAM predictor; pass "
+                               "predictor=camprompt.sam.load_predictor(...) to segment")
+        return self._predictor
+
+    # -- prompts ------------------------------------------------------------------------------
+    def points(self, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """One foreground point per image at its centre ((W-1)/2, (H-1)/2): coords (B,1,2), labels (B,1)."""
+        images = check_images(images)
+        batch, _, height, width = images.shape
+        coords = np.tile(np.array([[(width - 1) / 2.0, (height - 1) / 2.0]], np.float32), (batch, 1, 1))
+        return coords, np.ones((batch, 1), np.int64)
+
+    # -- masks --------------------------------------------------------------------------------
+    def __call__(self, images: Tensor) -> Tensor:
+        """bool (B,H,W) masks for normalised images (B,3,H,W)."""
+        return self.segment(images, *self.points(images))
+
+    def segment(self, images: Tensor, point_coords: Any, point_labels: Any) -> Tensor:
+        """bool (B,H,W): SAM's chosen mask for each image and its points (label -1 = padding, ignored)."""
+        return self.segment_with_scores(images, point_coords, point_labels)[0]
+
+    def segment_with_scores(self, images: Tensor, point_coords: Any, point_labels: Any) -> tuple[Tensor, np.ndarray]:
+        """Like :meth:`segment`, plus SAM's predicted IoU of each chosen mask (float32 (B,))."""
+        images = check_images(images)
+        coords, labels = check_points(point_coords, point_labels, images.shape[0])
+        uint8 = denormalize(images)
+        masks = np.zeros(uint8.shape[:3], bool)
+        scores = np.zeros(len(uint8), np.float32)
+        for i in tqdm(range(len(uint8)), desc="sam masks", unit="img", disable=not self.progress, leave=False):
+            keep = labels[i] != PAD_LABEL
+            self.predictor.set_image(uint8[i])
+            proposals, ious, _ = self.predictor.predict(
+                point_coords=coords[i][keep].astype(np.float32), point_labels=labels[i][keep].astype(np.int64),
+                multimask_output=True,
+            )
+            proposals = np.asarray(proposals, bool)
+            if proposals.ndim != 3 or proposals.shape[1:] != uint8.shape[1:3]:
+                raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
+            k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep], labels[i][keep])
+            masks[i], scores[i] = proposals[k], float(ious[k])
+        return torch.from_numpy(masks), scores
+
+    def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
+                    coords: np.ndarray, labels: np.ndarray) -> int:
+        """Index of the proposal to keep: the baseline trusts SAM's predicted IoU."""
+        return int(np.argmax(scores))
+
+
+# ------------------------------------------------------------------------------------------------
+# Grad-CAM driven pipelines
+# ------------------------------------------------------------------------------------------------
+
+
+def _points_agree(mask: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the prompts a mask honours (fg points inside it, bg points outside)."""
+    h, w = mask.shape
+    cols = np.clip(np.floor(coords[:, 0] + 0.5).astype(int), 0, w - 1)
+    rows = np.clip(np.floor(coords[:, 1] + 0.5).astype(int), 0, h - 1)
+    inside = mask[rows, cols]
+    return float(np.mean(np.where(labels == FG_LABEL, inside, ~inside))) if len(labels) else 1.0
+
+
+class ForegroundPointsPipeline(BasicSamPipeline):
+    """Foreground points from the classifier's Grad-CAM and the image (no background points).
+
+    ``classifier``: the trained network (eval mode; never modified). ``cam``: ``{"method": ...,
+    "layers": [...]}`` (a ``gradcam.configs`` entry); used when :meth:`points` is not given
+    precomputed heatmaps. ``config``: the :class:`~camprompt.prompts.PromptConfig` knobs.
+    ``sam_candidates``: let SAM propose candidate regions too (decoder calls; cheap with cached
+    embeddings, an encoder run per image without).
+    """
+
+    n_bg_required = False
+
+    def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
+                 config: PromptConfig | None = None, batch_size: int = 32, progress: bool = False) -> None:
+        super().__init__(predictor, progress=progress)
+        if classifier is not None and not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        self._classifier = classifier
+        self.cam = dict(cam or {"method": "gradcam", "layers": ["layer2"]})
+        self.config = config or PromptConfig()
+        self._check_config()
+        self.batch_size = int(batch_size)
+        self._current: bytes | None = None
+        self.last_results: list[PromptResult] = []
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The classifier; None is allowed only to segment given points (the ``masks`` stage)."""
+        if self._classifier is None:
+            raise RuntimeError(f"{type(self).__name__} needs the classifier to find points; pass "
+                               "classifier=camprompt.classifier.load_classifier(...)")
+        return self._classifier
+
+    @property
+    def finder(self) -> PromptFinder:
+        sam = self._sam_proposals if self.config.use_sam else None
+        return PromptFinder(self.config, ClassifierJudge(self.classifier, normalize), sam)
+
+    def _check_config(self) -> None:
+        if self.config.n_bg != 0:
+            raise ValueError(f"{type(self).__name__} places foreground points only; set n_bg: 0 (got {self.config.n_bg})")
+
+    # -- SAM proposals for the finder ----------------------------------------------------------
+    def _sam_proposals(self, image: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """SAM's multimask proposals for one foreground point (the image is set once per image)."""
+        key = image.tobytes()
+        if key != self._current:
+            self.predictor.set_image(image)
+            self._current = key
+        masks, _, _ = self.predictor.predict(
+            point_coords=np.asarray(point, np.float32).reshape(1, 2), point_labels=np.ones(1, np.int64),
+            multimask_output=True,
+        )
+        return np.asarray(masks, bool)
+
+    # -- Grad-CAM -----------------------------------------------------------------------------
+    def heatmaps(self, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(heatmaps float32 (B,H,W) in 0..1, predicted classes int64 (B,)) of the configured CAM."""
+        from camprompt.gradcam import CAM_METHODS
+
+        images = check_images(images)
+        method = self.cam.get("method", "gradcam")
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose one of {sorted(CAM_METHODS)}")
+        result = CAM_METHODS[method](self.classifier, self.cam["layers"]).compute(images)
+        return result.heatmaps, result.targets
+
+    @torch.no_grad()
+    def predict_classes(self, images: Tensor) -> np.ndarray:
+        """The classifier's predicted class per image (the class Grad-CAM explains)."""
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            device = next(self.classifier.parameters()).device
+            return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)
+        finally:
+            self.classifier.train(was_training)
+
+    # -- prompts ------------------------------------------------------------------------------
+    def points(self, images: Tensor, heatmaps: np.ndarray | None = None,
+               targets: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """coords float32 (B,K,2) (x, y) and labels int64 (B,K) (padding -1) from images alone.
+
+        ``heatmaps`` (B,H,W): precomputed CAMs of this pipeline's configuration (the DVC stage passes
+        ``data/heatmaps.zarr``); computed here when None. ``targets``: the classes they explain
+        (default: the classifier's prediction, which is what the heatmaps stage explains).
+        """
+        images = check_images(images)
+        batch, _, height, width = images.shape
+        if heatmaps is None:
+            heatmaps, cam_targets = self.heatmaps(images)
+            targets = cam_targets if targets is None else targets
+        heatmaps = np.asarray(heatmaps, dtype=np.float32)
+        if heatmaps.shape != (batch, height, width):
+            raise ValueError(f"heatmaps must be ({batch},{height},{width}) to match the images, got {heatmaps.shape}")
+        targets = self.predict_classes(images) if targets is None else np.asarray(targets, np.int64)
+        if targets.shape != (batch,):
+            raise ValueError(f"targets must be ({batch},), got {targets.shape}")
+        uint8 = denormalize(images)
+        finder = self.finder
+        results: list[PromptResult] = []
+        for start in tqdm(range(0, batch, self.batch_size), desc="points", unit="batch",
+                          disable=not self.progress, leave=False):
+            stop = start + self.batch_size
+            results.extend(finder.find(uint8[start:stop], heatmaps[start:stop], targets[start:stop]))
+        self._current = None
+        self.last_results = results
+        return pack_points([r.fg for r in results], [self._background(r, uint8[i], heatmaps[i]) for i, r in enumerate(results)])
+
+    def _background(self, result: PromptResult, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+        return np.zeros((0, 2))
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return self.segment(images, *self.points(images))
+
+    def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
+                    coords: np.ndarray, labels: np.ndarray) -> int:
+        """Keep the proposal that honours the prompts and looks like one solid object.
+
+        SAM's predicted IoU alone sometimes prefers a part of the shape or the shape plus a patch of
+        background. Among the proposals that honour the most prompts, the score adds the colour
+        evidence of :func:`camprompt.prompts.region_features` (homogeneity inside, contrast with the
+        1-px ring outside) to SAM's predicted IoU.
+        """
+        agree = np.array([_points_agree(m, coords, labels) for m in masks])
+        heat = np.zeros(image.shape[:2])
+        total = []
+        for m, s, a in zip(masks, scores, agree):
+            if a < agree.max() or not m.any():
+                total.append(-np.inf)
+                continue
+            f = region_features(image, heat, m, self.config.colour_tol)
+            total.append(float(s) + self.config.w_mask_colour * (f["homogeneity"] + f["contrast"]))
+        return int(np.argmax(total)) if np.isfinite(total).any() else int(np.argmax(scores))
+
+
+class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
+    """Foreground points as :class:`ForegroundPointsPipeline`, plus background points outside the object.
+
+    Background points sit in low-heat pixels at least ``bg_margin`` px from the chosen region and of
+    a clearly different colour. If the recipe finds no such pixel (tiny image, region everywhere),
+    the documented fallback is the pixel farthest from the foreground points.
+    """
+
+    n_bg_required = True
+
+    def _check_config(self) -> None:
+        if self.config.n_bg < 1:
+            raise ValueError(f"{type(self).__name__} needs n_bg >= 1 (got {self.config.n_bg})")
+
+    def _background(self, result: PromptResult, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+        if len(result.bg):
+            return result.bg
+        ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+        far = np.min([np.hypot(xs - x, ys - y) for x, y in result.fg], axis=0)
+        row, col = np.unravel_index(int(np.argmax(far)), far.shape)
+        return np.array([[float(col), float(row)]])
+
+
+PIPELINES: dict[str, type[BasicSamPipeline]] = {
+    "basic": BasicSamPipeline,
+    "foreground": ForegroundPointsPipeline,
+    "fg_bg": ForegroundBackgroundPipeline,
+}
+
+
+def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: SamLike | None,
+                   classifier: nn.Module | None = None, cam_configs: Mapping[str, Mapping[str, Any]] | None = None,
+                   progress: bool = False) -> BasicSamPipeline:
+    """Construct strategy ``name`` from its params (``params.yaml`` ``strategies.<name>``).
+
+    ``predictor`` may be None where no SAM call is needed (centre points) and ``classifier`` None
+    where no points are searched (segmenting given points); the pipeline says so when it needs them.
+    ``pipeline`` picks the class (one of :data:`PIPELINES`); ``cam`` names a ``gradcam.configs``
+    entry (looked up in ``cam_configs``); every other key is a :class:`PromptConfig` knob.
+    """
+    params = dict(strategy_params or {})
+    kind = params.get("pipeline")
+    if kind not in PIPELINES:
+        raise ValueError(f"strategy {name!r}: 'pipeline' must be one of {sorted(PIPELINES)}, got {kind!r}")
+    if kind == "basic":
+        extra = set(params) - {"pipeline"}
+        if extra:
+            raise ValueError(f"strategy {name!r}: the basic pipeline takes no knobs, got {sorted(extra)}")
+        return BasicSamPipeline(predictor, progress=progress)
+    cam_name = params.get("cam", "layer2")
+    cams = dict(cam_configs or {})
+    if cam_name not in cams:
+        raise ValueError(f"strategy {name!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
+    config = PromptConfig.from_params(params)
+    cls = PIPELINES[kind]
+    return cls(predictor, classifier, cam=cams[cam_name], config=config, progress=progress)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers shared by the per-strategy DVC stages (points@S, masks@S, metrics@S)
+# ------------------------------------------------------------------------------------------------
+
+STRATEGY_ROOT = "data/strategies"
+
+
+def strategy_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``params['strategies'][name]`` with a clear error when it is missing or malformed."""
+    strategies = params.get("strategies") or {}
+    if name not in strategies:
+        raise SystemExit(f"params.yaml has no strategy {name!r}; known: {sorted(strategies)}")
+    strat = strategies[name]
+    if not isinstance(strat, Mapping) or "pipeline" not in strat:
+        raise SystemExit(f"params.yaml strategies.{name} must be a mapping with a 'pipeline' key")
+    return dict(strat)
+
+
+def strategy_dir(name: str, root: str = STRATEGY_ROOT) -> Path:
+    """Where strategy ``name`` keeps its artifacts."""
+    return Path(root) / name
+
+
+def check_names(found: Sequence[str] | None, expected: Sequence[str], store: Any) -> None:
+    """Stores must hold exactly the evaluated images, in order; otherwise say which stage to re-run."""
+    if found is None or list(found) != list(expected):
+        n = "no" if found is None else len(found)
+        raise SystemExit(
+            f"{store} holds {n} image names that do not match the {len(expected)} evaluated images "
+            "(params eval.split/eval.limit changed?); re-run `dvc repro` so the upstream stages refresh it"
+        )
+
+
+def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray) -> SamLike:
+    """The configured SAM predictor with the cached embeddings attached (no encoder runs).
+
+    Every image must be in the embeddings store: a miss would silently cost an encoder run per image
+    (about a second each), so it is an error that names the stage to re-run.
+    """
+    from camprompt import sam
+
+    predictor = sam.load_predictor(params["sam"])
+    path = params["sam"]["embeddings"]
+    predictor.attach_embeddings(path)
+    cached = set(predictor.cached_keys()) if hasattr(predictor, "cached_keys") else None
+    if cached is not None:
+        missing = sum(sam.image_key(img) not in cached for img in images)
+        if missing:
+            raise SystemExit(f"{path} lacks the embeddings of {missing} evaluated images; run `dvc repro embeddings`")
+    return predictor

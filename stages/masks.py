@@ -1,0 +1,53 @@
+"""DVC stage `masks@S`: SAM masks for strategy S's points, decoder only (cached embeddings).
+
+Usage: ``python stages/masks.py S``. Reads params `strategies.S`, `eval`, `data.root`, `sam`;
+reads `data/strategies/S/points.zarr`, writes `data/strategies/S/masks.zarr` (masks bool (N,H,W),
+scores float32 (N,) = SAM's predicted IoU of the kept mask; attrs names).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from camprompt.artifacts import load_arrays, load_params, save_arrays
+from camprompt.data import load_split, normalize
+from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, strategy_dir, strategy_params
+
+BATCH = 64
+
+
+def main(name: str) -> None:
+    params = load_params()
+    strat = strategy_params(params, name)
+    ev = params["eval"]
+    split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
+    points_path = strategy_dir(name) / "points.zarr"
+    arrays, attrs = load_arrays(points_path)
+    check_names(attrs.get("names"), split.names, points_path)
+    predictor = load_attached_predictor(params, split.images)
+    pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None,
+                              cam_configs=params.get("gradcam", {}).get("configs"))
+    images = normalize(split.images)
+    masks, scores = [], []
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(images), BATCH), desc=f"masks@{name}", unit="batch"):
+        stop = start + BATCH
+        m, s = pipeline.segment_with_scores(images[start:stop], arrays["coords"][start:stop], arrays["labels"][start:stop])
+        masks.append(m.numpy())
+        scores.append(s)
+    h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
+    out = {
+        "masks": np.concatenate(masks) if masks else np.zeros((0, h, w), bool),
+        "scores": np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32),
+    }
+    save_arrays(strategy_dir(name) / "masks.zarr", out, {"names": list(split.names), "strategy": name}, chunk_rows=256)
+    print(f"masks@{name}: {len(out['masks'])} masks, mean predicted IoU {float(out['scores'].mean()) if len(out['scores']) else float('nan'):.3f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python stages/masks.py STRATEGY")
+    main(sys.argv[1])

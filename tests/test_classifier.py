@@ -1,0 +1,170 @@
+"""Tests for camprompt.classifier: architecture, augmentation, a short training run, evaluation
+and checkpoints (round trip, atomicity, missing/corrupt files). Tiny data, one thread: a few seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from camprompt.artifacts import ArtifactError
+from camprompt.classifier import (
+    Augment,
+    ClassifierError,
+    TrainConfig,
+    build_classifier,
+    evaluate,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
+from camprompt.data import CLASSES, generate_dataset, load_split, normalize
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cls") / "ds"
+    generate_dataset(root, seed=0, sizes={"train": 20, "val": 10}, backgrounds="procedural", progress=False)
+    return root
+
+
+@pytest.mark.parametrize("stem,size", [("imagenet", (12, 16)), ("stride2", (24, 32))])
+def test_build_classifier_keeps_torchvision_names(stem: str, size: tuple[int, int]) -> None:
+    model = build_classifier(stem=stem).eval()
+    names = dict(model.named_modules())
+    for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"):
+        assert name in names
+    assert model.fc.out_features == len(CLASSES)
+    seen: dict[str, torch.Size] = {}
+
+    def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        seen["shape"] = output.shape[-2:]
+
+    model.layer1.register_forward_hook(hook)
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 48, 64))
+    assert out.shape == (2, 5) and tuple(seen["shape"]) == size
+    with pytest.raises(ValueError, match="stem"):
+        build_classifier(stem="huge")
+
+
+def test_augment_keeps_shape_range_and_is_seeded() -> None:
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8))
+    a = Augment()(images, torch.Generator().manual_seed(1))
+    b = Augment()(images, torch.Generator().manual_seed(1))
+    c = Augment()(images, torch.Generator().manual_seed(2))
+    assert a.shape == (8, 3, 48, 64) and a.dtype == torch.float32
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    none = Augment(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)
+    plain = none(images, torch.Generator())
+    assert torch.allclose(plain, images.permute(0, 3, 1, 2).float() / 255)
+    # Translation alone moves content; the only new value it brings is the black zero padding.
+    shifted = Augment(translate=3, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)(
+        images, torch.Generator().manual_seed(0))
+    assert set(torch.unique(shifted[0]).tolist()) <= set(torch.unique(plain[0]).tolist()) | {0.0}
+    assert not torch.equal(shifted, plain)
+
+
+def test_training_overfits_a_handful_and_is_deterministic(tiny: Path) -> None:
+    train = load_split(tiny, "train", limit=10)
+    cfg = TrainConfig(epochs=25, batch_size=10, lr=2e-3, label_smoothing=0.0, schedule="onecycle",
+                      augment=False, threads=1)
+    model = build_classifier()
+    before = evaluate(model, train)
+    history = train_classifier(model, train, None, cfg, seed=0, progress=False)
+    after = evaluate(model, train)
+    assert len(history["epochs"]) == 25 and history["seconds"] > 0
+    assert history["epochs"][-1]["train_loss"] < history["epochs"][0]["train_loss"]
+    assert after["loss"] < before["loss"]
+    assert after["accuracy"] == 1.0
+    assert not model.training
+
+    small = TrainConfig(epochs=1, batch_size=8, threads=1)
+    m1, m2 = build_classifier(), build_classifier()
+    m2.load_state_dict(m1.state_dict())
+    h1 = train_classifier(m1, train, load_split(tiny, "val"), small, seed=5, progress=False)
+    h2 = train_classifier(m2, train, load_split(tiny, "val"), small, seed=5, progress=False)
+    assert h1["epochs"][0]["val_accuracy"] == h2["epochs"][0]["val_accuracy"]
+    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(p1, p2)
+
+
+def test_train_rejects_bad_input() -> None:
+    model = build_classifier()
+    with pytest.raises(ValueError, match="uint8"):
+        train_classifier(model, (np.zeros((2, 48, 64, 3), np.float32), np.zeros(2, np.int64)),
+                         config=TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="labels must lie"):
+        train_classifier(model, (np.zeros((2, 48, 64, 3), np.uint8), np.array([0, 7])),
+                         config=TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_params({"epochs": 1, "learning_rate": 0.1})
+
+
+def test_evaluate_matches_manual_count(tiny: Path) -> None:
+    val = load_split(tiny, "val")
+    model = build_classifier().eval()
+    scores = evaluate(model, val)
+    with torch.no_grad():
+        pred = model(normalize(val.images)).argmax(1).numpy()
+    assert scores["n"] == 10
+    assert scores["accuracy"] == pytest.approx(float((pred == val.labels).mean()))
+    confusion = np.array(scores["confusion"])
+    assert confusion.sum() == 10 and np.trace(confusion) == int((pred == val.labels).sum())
+    for c, name in enumerate(CLASSES):
+        n_c = int((val.labels == c).sum())
+        expected = float(((pred == c) & (val.labels == c)).sum() / n_c) if n_c else None
+        assert scores["per_class_accuracy"][name] == expected
+
+
+def test_checkpoint_round_trip(tmp_path: Path, tiny: Path) -> None:
+    model = build_classifier(stem="stride2")
+    with torch.no_grad():
+        model.fc.bias.add_(torch.arange(5.0))
+    path = save_classifier(tmp_path / "sub" / "clf.pt", model, {"note": "hi", "accuracy": {"val": 0.5}})
+    assert [p.name for p in path.parent.iterdir()] == ["clf.pt"]  # no temporary left behind
+    loaded = load_classifier(path)
+    assert not loaded.training and isinstance(loaded.maxpool, nn.Identity)
+    assert loaded.camprompt_meta["note"] == "hi"
+    x = normalize(load_split(tiny, "val").images)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_classifier(tmp_path / "clf.pt", build_classifier(), {"v": 1})
+    before = path.read_bytes()
+
+    def broken_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+        Path(args[1]).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_classifier(path, build_classifier(), {"v": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["clf.pt"]
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(ClassifierError, match="dvc repro train"):
+        load_classifier(tmp_path / "absent.pt")
+    good = save_classifier(tmp_path / "good.pt", build_classifier(), {})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ClassifierError, match="not a readable classifier checkpoint"):
+        load_classifier(truncated)
+    (tmp_path / "junk.pt").write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(ClassifierError, match="not a readable"):
+        load_classifier(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ClassifierError, match="not a camprompt classifier"):
+        load_classifier(tmp_path / "foreign.pt")
+    assert issubclass(ClassifierError, ArtifactError)

