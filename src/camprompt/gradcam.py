@@ -245,6 +245,7 @@ def _capture_hook(store: list[Tensor]) -> Callable[[nn.Module, Any, Any], Tensor
     return hook
 
 
+@torch.inference_mode(False)  # autograd must work even if the caller is in inference mode
 def _forward_backward(
     model: nn.Module,
     layers: Sequence[nn.Module],
@@ -254,17 +255,6 @@ def _forward_backward(
 ) -> _Capture:
     """Run one forward and one backward; leave the model exactly as found (flags, hooks, grads)."""
     _check_image(image)
-    with torch.inference_mode(False):  # autograd must work even if the caller is in inference mode
-        return _forward_backward_impl(model, layers, image, targets, output_fn)
-
-
-def _forward_backward_impl(
-    model: nn.Module,
-    layers: Sequence[nn.Module],
-    image: Tensor,
-    targets: Any,
-    output_fn: OutputFn,
-) -> _Capture:
     batch = image.shape[0]
     wanted = _parse_targets(targets, batch)
     stores: list[list[Tensor]] = [[] for _ in layers]
