@@ -20,6 +20,7 @@ from camprompt.pipelines import (
 )
 from camprompt.prompts import (
     PromptConfig,
+    PromptFinder,
     background_points,
     grow_region,
     heatmap_seeds,
@@ -186,6 +187,25 @@ def test_pack_points_pads_with_minus_one() -> None:
     assert labels.tolist() == [[1, 0], [1, 1]]
     coords, labels = pack_points([np.array([[1.0, 2.0]])], [np.zeros((0, 2))])
     assert labels.tolist() == [[1]]
+
+
+def test_sam_is_also_asked_at_the_heatmap_peaks() -> None:
+    """sam_seeds: SAM proposes regions from the heatmap's strongest peaks too, not only from the best
+    colour regions (a low-contrast shape grows no clean colour region)."""
+    image, _ = _scene()
+    heat = np.zeros((H, W))
+    heat[5, 5], heat[40, 50] = 1.0, 0.8
+    asked: list[tuple[int, int]] = []
+
+    def sam_masks(img: np.ndarray, point: np.ndarray) -> np.ndarray:
+        asked.append((int(round(point[0])), int(round(point[1]))))
+        return np.zeros((0, H, W), bool)
+
+    PromptFinder(PromptConfig(sam_regions=1, sam_seeds=2), judge=None, sam_masks=sam_masks).candidates(image, heat)
+    assert len(asked) == 3 and asked[1:] == [(5, 5), (50, 40)]
+    asked.clear()
+    PromptFinder(PromptConfig(sam_regions=1, sam_seeds=0), judge=None, sam_masks=sam_masks).candidates(image, heat)
+    assert len(asked) == 1 and (5, 5) not in asked
 
 
 def test_prompt_config_rejects_typos_and_bad_values() -> None:

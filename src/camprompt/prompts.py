@@ -408,6 +408,7 @@ class PromptConfig:
     max_candidates: int = 24      # candidates (best pre-scored) verified with the classifier
     use_sam: bool = True          # SAM's multimask proposals as candidates
     sam_regions: int = 3          # ... for an interior point of this many best colour regions
+    sam_seeds: int = 0            # ... and for this many of the heatmap's strongest seeds
     use_grow: bool = True         # colour-tolerance regions as candidates
     colour_tol: float = 40.0      # RGB distance (0..441) that still counts as "the same colour"
     grow_tols: tuple[float, ...] = (30.0, 55.0)  # tolerances of the colour regions (one set each)
@@ -495,12 +496,12 @@ class PromptFinder:
         Colour regions are grown from the heatmap's seeds and from a grid over the whole image (the
         heatmap peak is often a few pixels off the shape, so it only ranks, never limits, the search);
         the ``max_candidates`` best by the cheap label-free features go on, and SAM adds its proposals
-        for an interior point of the ``sam_regions`` best of them.
+        for an interior point of the ``sam_regions`` best of them and for the ``sam_seeds`` strongest
+        heatmap seeds.
         """
         cfg = self.cfg
-        seeds = heatmap_seeds(heat, cfg.max_seeds, cfg.seed_distance, cfg.seed_sigma, cfg.seed_threshold)
-        if cfg.grid_step > 0:
-            seeds = np.concatenate([seeds, _grid_seeds(heat.shape, cfg.grid_step)])
+        peaks = heatmap_seeds(heat, cfg.max_seeds, cfg.seed_distance, cfg.seed_sigma, cfg.seed_threshold)
+        seeds = np.concatenate([peaks, _grid_seeds(heat.shape, cfg.grid_step)]) if cfg.grid_step > 0 else peaks
         found = self._grown(image, seeds) if cfg.use_grow else []
         if cfg.use_grow:
             feats = [region_features(image, heat, m, cfg.colour_tol) for m in found]
@@ -508,6 +509,9 @@ class PromptFinder:
             found = [found[i] for i in order[: cfg.max_candidates]]
         if cfg.use_sam and self.sam_masks is not None:
             anchors = [interior_points(m, 1)[0] for m in found[: cfg.sam_regions]] if found else list(seeds[: cfg.sam_regions])
+            # The heatmap's own peaks too: a shape whose colour is close to its surroundings grows no
+            # clean colour region, but SAM can still cut it out from a point the heatmap puts on it.
+            anchors += list(peaks[: cfg.sam_seeds])
             for point in anchors:
                 found.extend(m for m in np.asarray(self.sam_masks(image, point), bool) if self._plausible(m))
         return _dedupe(found, cfg.dedupe_iou)
