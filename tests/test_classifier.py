@@ -70,6 +70,15 @@ def test_augment_keeps_shape_range_and_is_seeded() -> None:
         images, torch.Generator().manual_seed(0))
     assert set(torch.unique(shifted[0]).tolist()) <= set(torch.unique(plain[0]).tolist()) | {0.0}
     assert not torch.equal(shifted, plain)
+    # JPEG alone: every image changes (block artefacts), nothing moves far, and it is seeded too.
+    only_jpeg = dict(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0,
+                     jpeg=1.0, jpeg_quality=[40, 60])
+    smooth = torch.from_numpy(np.repeat(np.linspace(0, 255, 64, dtype=np.uint8)[None, None, :, None], 3, 3)).expand(8, 48, 64, 3)
+    j1 = Augment(**only_jpeg)(images, torch.Generator().manual_seed(3))
+    assert torch.equal(j1, Augment(**only_jpeg)(images, torch.Generator().manual_seed(3)))
+    assert all(not torch.equal(j1[i], plain[i]) for i in range(8))
+    js = Augment(**only_jpeg)(smooth.contiguous(), torch.Generator().manual_seed(3))
+    assert float((js - smooth.permute(0, 3, 1, 2).float() / 255).abs().mean()) < 0.05
 
 
 def test_training_overfits_a_handful_and_is_deterministic(tiny: Path) -> None:

@@ -110,9 +110,13 @@ class Augment:
     noise: float = 0.3  # probability of Gaussian noise ...
     noise_std: float = 0.06  # ... with std up to this (0..1 units)
     blur: float = 0.2  # probability of a 3x3 Gaussian blur (JPEG-like softening)
+    jpeg: float = 0.0  # probability of a JPEG round trip ...
+    jpeg_quality: tuple[int, int] | list[int] = (40, 95)  # ... at a quality drawn from this range
 
     def __call__(self, images: Tensor, gen: torch.Generator) -> Tensor:
         """uint8 (B,H,W,3) -> augmented float32 (B,3,H,W) in 0..1 (normalise afterwards)."""
+        if self.jpeg > 0:
+            images = self._jpeg(images, gen)
         x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         b = x.shape[0]
         if self.translate > 0:
@@ -140,6 +144,23 @@ class Augment:
             std = std * (torch.rand(b, 1, 1, 1, generator=gen) < self.noise)
             x = x + torch.randn(x.shape, generator=gen) * std
         return x.clamp_(0, 1)
+
+    def _jpeg(self, images: Tensor, gen: torch.Generator) -> Tensor:
+        """JPEG-compress a random share of the batch: 8x8-block artefacts and chroma bleeding, which
+        neither noise nor blur imitate, are what real (re-saved) images carry."""
+        import io
+
+        from PIL import Image
+
+        lo, hi = (int(q) for q in self.jpeg_quality)
+        chosen = torch.rand(images.shape[0], generator=gen) < self.jpeg
+        qualities = torch.randint(lo, hi + 1, (images.shape[0],), generator=gen)
+        out = images.clone()
+        for i in torch.nonzero(chosen).flatten().tolist():
+            buf = io.BytesIO()
+            Image.fromarray(images[i].numpy()).save(buf, format="JPEG", quality=int(qualities[i]))
+            out[i] = torch.from_numpy(np.array(Image.open(buf).convert("RGB")))
+        return out
 
 
 def _random_translate(x: Tensor, pad: int, gen: torch.Generator) -> Tensor:
