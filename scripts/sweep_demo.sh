@@ -69,8 +69,9 @@ done
 echo "sweep: ${#names[@]} experiments queued; starting $JOBS workers"
 start=$(date +%s)
 dvc queue start -j "$JOBS"
-# Wait for the workers: the queue is done when nothing is queued or running any more.
-while dvc queue status 2>/dev/null | grep -Eq '\b(Queued|Running)\b'; do sleep 5; done
+# Wait for the workers: the queue is done when nothing is queued or running any more. (The status is
+# captured first: `grep -q` closing a pipe early would make pipefail end the loop at once.)
+while status=$(dvc queue status 2>/dev/null) && grep -Eq '\b(Queued|Running)\b' <<<"$status"; do sleep 5; done
 dvc queue status
 if dvc queue status | grep -q '\bFailed\b'; then
   for n in "${names[@]}"; do dvc queue logs "$n" 2>/dev/null | tail -20 || true; done
