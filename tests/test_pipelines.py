@@ -22,6 +22,7 @@ from camprompt.prompts import (
     PromptConfig,
     PromptFinder,
     background_points,
+    colour_core,
     grow_region,
     heatmap_seeds,
     interior_points,
@@ -168,6 +169,27 @@ def test_interior_points_are_deep_inside_and_separated() -> None:
     assert interior_points(edge, 1)[0][0] == 1.0
     with pytest.raises(ValueError, match="empty"):
         interior_points(np.zeros((4, 4), bool), 1)
+
+
+def test_foreground_points_sit_on_the_regions_own_colour() -> None:
+    """A region that also swallowed the background in a notch of the object (between a star's legs)
+    has its deepest point in the notch; the colour core keeps the point on the object, with noise too."""
+    obj = np.zeros((H, W), bool)
+    obj[10:30, 10:35] = True
+    obj[16:30, 18:27] = False                     # the notch: background between two legs
+    region = np.zeros((H, W), bool)
+    region[10:30, 10:35] = True                   # the candidate region filled the notch
+    rng = np.random.default_rng(0)
+    for sigma in (0.0, 4.0):
+        image = np.where(obj[..., None], np.array([250, 20, 200]), np.array([60, 70, 40])).astype(np.float64)
+        image = np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
+        x, y = interior_points(region, 1)[0]
+        assert not obj[int(y), int(x)]            # the premise: depth alone lands on the background
+        core = colour_core(image, region, 40.0)
+        assert (core == obj).all()
+        x, y = interior_points(core, 1)[0]
+        assert obj[int(y), int(x)]
+    assert not colour_core(image, np.zeros((H, W), bool), 40.0).any()
 
 
 def test_background_points_avoid_the_object_and_its_colour() -> None:

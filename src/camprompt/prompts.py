@@ -22,8 +22,9 @@ propose -> verify -> place recipe:
    it is gone; ``keep`` -- the region's clean two-colour silhouette alone is a confident shape (a part
    of the shape, or a shape glued to background, has the wrong outline).
 3. **Choice**: the weighted sum of all terms (:func:`score_candidates`, weights chosen on val).
-4. **Placement**: foreground points at the deepest interior points of the winning region
-   (:func:`interior_points`, distance-transform maxima, so they are far from any edge), background
+4. **Placement**: foreground points at the deepest interior points of the winning region's own
+   colour (:func:`colour_core`, then :func:`interior_points`, distance-transform maxima, so they are
+   far from any edge and never on background the region swallowed), background
    points far enough outside it, in low-heat pixels whose colour differs from the region's
    (:func:`background_points`).
 """
@@ -56,6 +57,7 @@ __all__ = [
     "grow_region",
     "region_features",
     "score_candidates",
+    "colour_core",
     "interior_points",
     "background_points",
     "delete_region",
@@ -312,6 +314,20 @@ class ClassifierJudge:
 # ------------------------------------------------------------------------------------------------
 
 
+def colour_core(image: np.ndarray, mask: np.ndarray, tol: float) -> np.ndarray:
+    """The pixels of ``mask`` within ``tol`` (Euclidean RGB) of its median colour: the object's own paint.
+
+    A candidate region often carries a few background pixels (the notch between a star's legs, a
+    halo); a foreground point placed by depth alone can then sit on one of them, just outside the
+    object. Returns ``mask`` itself when no pixel is that close (nothing better to offer).
+    """
+    image, mask = _check_image(image), np.asarray(mask, bool)
+    if not mask.any():
+        return mask
+    core = mask & (np.linalg.norm(image.astype(np.float64) - _median_colour(image, mask), axis=2) <= tol)
+    return core if core.any() else mask
+
+
 def interior_points(mask: np.ndarray, n: int, min_separation: float = 4.0) -> np.ndarray:
     """Up to ``n`` points (x, y) deep inside ``mask``: greedy distance-transform maxima.
 
@@ -424,6 +440,7 @@ class PromptConfig:
     w_ring: float = 1.0
     w_mask_colour: float = 0.5    # segment(): weight of colour evidence vs SAM's predicted IoU
     fg_separation: float = 4.0    # min distance between foreground points (px)
+    fg_colour_core: bool = True   # foreground points on the region's own colour only (colour_core)
     bg_margin: float = 4.0        # background points at least this far from the region (px)
     bg_max_heat: float = 0.5      # ... in pixels with heat below this
 
@@ -568,7 +585,8 @@ class PromptFinder:
             f.update({k: float(v[j]) for k, v in evidence.items()})
         scores = score_candidates(feats, cfg)
         region = cands[int(np.argmax(scores))]
-        fg = interior_points(region, cfg.n_fg, cfg.fg_separation)
+        fg = interior_points(colour_core(image, region, cfg.colour_tol) if cfg.fg_colour_core else region,
+                             cfg.n_fg, cfg.fg_separation)
         bg = background_points(image, region, cfg.n_bg, heat=heat, margin=cfg.bg_margin,
                                colour_tol=cfg.colour_tol, max_heat=cfg.bg_max_heat) if cfg.n_bg else np.zeros((0, 2))
         return PromptResult(fg=fg, bg=bg, region=region, scores=scores, features=feats)
