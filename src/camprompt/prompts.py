@@ -175,6 +175,11 @@ def _pixel(xy: Sequence[float], shape: tuple[int, int]) -> tuple[int, int]:
     return row, col
 
 
+def _colour_distance(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Euclidean RGB distance (0..441) of every pixel to ``colour``: float64 (H,W)."""
+    return np.linalg.norm(image.astype(np.float64) - colour, axis=2)
+
+
 def grow_region(image: np.ndarray, seed: Sequence[float], tol: float) -> np.ndarray:
     """The 4-connected set of pixels around ``seed`` whose RGB colour is within ``tol`` of the seed's.
 
@@ -185,7 +190,7 @@ def grow_region(image: np.ndarray, seed: Sequence[float], tol: float) -> np.ndar
     row, col = _pixel(seed, image.shape[:2])
     patch = image[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2].reshape(-1, 3)
     ref = np.median(patch.astype(np.float64), axis=0)
-    close = np.linalg.norm(image.astype(np.float64) - ref, axis=2) <= tol
+    close = _colour_distance(image, ref) <= tol
     if not close[row, col]:
         return np.zeros(image.shape[:2], bool)
     labels, _ = ndi.label(close)
@@ -213,7 +218,7 @@ def region_features(image: np.ndarray, heat: np.ndarray, mask: np.ndarray, colou
     if area == 0 or area == mask.size:
         return dict(flatness=0.0, ring=0.0, homogeneity=0.0, contrast=0.0, heat=0.0, heat_near=0.0, area=float(area))
     colour = _median_colour(image, mask)
-    dist = np.linalg.norm(image.astype(np.float64) - colour, axis=2)
+    dist = _colour_distance(image, colour)
     near = ndi.binary_dilation(mask, iterations=2)
     ring1 = ndi.binary_dilation(mask) & ~mask
     ring2 = near & ~mask
@@ -324,7 +329,7 @@ def colour_core(image: np.ndarray, mask: np.ndarray, tol: float) -> np.ndarray:
     image, mask = _check_image(image), np.asarray(mask, bool)
     if not mask.any():
         return mask
-    core = mask & (np.linalg.norm(image.astype(np.float64) - _median_colour(image, mask), axis=2) <= tol)
+    core = mask & (_colour_distance(image, _median_colour(image, mask)) <= tol)
     return core if core.any() else mask
 
 
@@ -372,7 +377,7 @@ def background_points(
     dist = ndi.distance_transform_edt(~mask)
     allowed = dist >= margin
     colour = _median_colour(image, mask)
-    allowed &= np.linalg.norm(image.astype(np.float64) - colour, axis=2) > colour_tol
+    allowed &= _colour_distance(image, colour) > colour_tol
     if heat is not None:
         allowed &= np.asarray(heat) < max_heat
     rows, cols = np.nonzero(allowed)
