@@ -1,10 +1,11 @@
 """Time camprompt's Grad-CAM against pytorch-grad-cam's GradCAM on CPU, and compare their maps.
 
 Same model (torchvision ResNet-18, random weights, fixed seed), same target layers, inputs and
-target classes; median of ``--repeats`` timed calls after one warm-up call each. Prints one line
+target classes; median of ``--repeats`` timed calls after one warm-up call each, the two
+implementations called in alternation. Prints one line
 per case: times, our/their ratio (target <= 0.5) and the max abs difference of the maps.
 
-    python benchmarks/bench_gradcam.py [--threads 2] [--repeats 5] [--layers layer2]
+    python benchmarks/bench_gradcam.py [--threads 2] [--repeats 15] [--layers layer2]
 
 pytorch-grad-cam (PyPI ``grad-cam``) is a benchmark-only dependency; the package never imports it.
 Its single-layer maps are min-max(resize(ReLU(cam))) like ours (resize and min-max commute up to
@@ -26,14 +27,21 @@ from torchvision.models import resnet18
 from camprompt.gradcam import GradCAM, resolve_layers
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (allocator, lazy init)
-    times = []
+def _interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, timed in alternation (A B A B ...) after one warm-up each.
+
+    Alternating spreads CPU-frequency drift and noisy neighbours evenly over the contenders, so
+    their ratio is far steadier than two back-to-back runs.
+    """
+    for fn in fns:
+        fn()  # warm-up (allocator, lazy init)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, acc in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def run_case(batch: int, height: int, width: int, layers: list[str], repeats: int) -> None:
@@ -48,8 +56,9 @@ def run_case(batch: int, height: int, width: int, layers: list[str], repeats: in
     targets = ours.compute(x).targets.tolist()
     their_targets = [ClassifierOutputTarget(t) for t in targets]
     with TheirGradCAM(model=model, target_layers=modules) as theirs:
-        t_ours = _median_time(lambda: ours(x, targets), repeats)
-        t_theirs = _median_time(lambda: theirs(input_tensor=x, targets=their_targets), repeats)
+        t_ours, t_theirs = _interleaved_medians(
+            [lambda: ours(x, targets), lambda: theirs(input_tensor=x, targets=their_targets)], repeats
+        )
         diff = float(np.abs(ours(x, targets) - theirs(input_tensor=x, targets=their_targets)).max())
     print(
         f"B={batch:<3d} {height}x{width:<4d} layers={','.join(layers):<14s} "
@@ -61,7 +70,7 @@ def run_case(batch: int, height: int, width: int, layers: list[str], repeats: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per case (median)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed calls per case (median)")
     parser.add_argument("--layers", nargs="+", default=["layer2"], help="target layer names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

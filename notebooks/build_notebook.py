@@ -330,7 +330,8 @@ classes = [CLASSES[c] for c in test_split.labels[:N_EVAL]]
 metrics, outputs = {}, {}
 for name, strategy in strategies.items():
     t0 = time.perf_counter()
-    pipeline = build_pipeline(name, strategy, predictor=predictor, classifier=model, cam_configs=cam_configs)
+    pipeline = build_pipeline(name, strategy, predictor=predictor, classifier=model, cam_configs=cam_configs,
+                              search_configs=PARAMS.get("searches"))
     coords, labels = pipeline.points(x)
     pred = pipeline.segment(x, coords, labels).numpy()
     metrics[name], rows = summarize(pred, gt_masks, coords, labels, classes, class_names=CLASSES)

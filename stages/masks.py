@@ -28,7 +28,7 @@ def main(name: str) -> None:
     check_names(attrs.get("names"), split.names, points_path)
     predictor = load_attached_predictor(params, split.images)
     pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None,
-                              cam_configs=params.get("gradcam", {}).get("configs"))
+                              cam_configs=params.get("gradcam", {}).get("configs"), search_configs=params.get("searches"))
     images = normalize(split.images)
     masks, scores = [], []
     from tqdm.auto import tqdm

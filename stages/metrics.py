@@ -1,7 +1,7 @@
 """DVC stage `metrics@S`: strategy S's points and masks against the ground truth.
 
 Usage: ``python stages/metrics.py S``. Reads params `eval`, `data.root`, `gradcam.out` and the
-CAM that `strategies.S.cam` names (for the figure only); writes `metrics/S.json` (DVC metrics),
+CAM the points came from (recorded in points.zarr; for the figure only); writes `metrics/S.json` (DVC metrics),
 `data/strategies/S/per_image.csv` and `data/strategies/S/worst.png` (the WORST lowest-IoU images).
 This is the only place where ground truth meets the pipelines' output.
 """
@@ -24,11 +24,11 @@ FAILURE_IOU = 0.5  # an image with IoU below this counts as a failure
 COLUMNS = ["name", "class", "iou", "n_fg", "n_bg", "fg_hits", "bg_outside", "fg_dist", "bg_dist", "score", "points"]
 
 
-def _heatmaps(params: dict, strat: dict, names: list[str]) -> np.ndarray | None:
-    """The strategy's CAM (the first configured one for the basic pipeline), for the figure."""
+def _heatmaps(params: dict, cam: str | None, names: list[str]) -> np.ndarray | None:
+    """The CAM the strategy's points came from (the first configured one for the baseline), for the figure."""
     store = open_arrays(params["gradcam"]["out"])
     check_names(store.attrs.get("names"), names, params["gradcam"]["out"])
-    cam = strat.get("cam") or next(iter(params["gradcam"]["configs"]), None)
+    cam = cam or next(iter(params["gradcam"]["configs"]), None)
     return np.asarray(store[f"heatmap_{cam}"][...]) if cam and f"heatmap_{cam}" in store else None
 
 
@@ -49,7 +49,7 @@ def _write_csv(path, split, rows, scores, coords, labels) -> None:
 
 def main(name: str) -> None:
     params = load_params()
-    strat = strategy_params(params, name)
+    strategy_params(params, name)  # a clear error for a strategy params.yaml does not define
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     folder = strategy_dir(name)
@@ -62,7 +62,7 @@ def main(name: str) -> None:
                               class_names=CLASSES, failure_iou=FAILURE_IOU)
     _write_csv(folder / "per_image.csv", split, rows, masks["scores"], points["coords"], points["labels"])
     worst = worst_indices([r["iou"] for r in rows], WORST)
-    heat = _heatmaps(params, strat, split.names)
+    heat = _heatmaps(params, pattrs.get("cam"), split.names)
     titles = [f"{split.names[i]} {classes[i]}\nIoU {rows[i]['iou']:.2f}" for i in worst]
     with atomic_path(folder / "worst.png") as tmp:
         plot_cases(tmp, split.images[worst], None if heat is None else heat[worst], points["coords"][worst],

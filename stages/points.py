@@ -1,11 +1,10 @@
 """DVC stage `points@S`: the point prompts of strategy S for the evaluated split.
 
-Usage: ``python stages/points.py S``. Reads params `strategies.S`, `eval`, `data.root`,
-`gradcam` (store path and the CAM config S names), `train.checkpoint` and `sam` (predictor + cached
-embeddings, for strategies that let SAM propose candidates). Writes
-`data/strategies/S/points.zarr` (schema in docs/ARCHITECTURE.md). The pipeline sees images only;
-the heatmaps and predicted classes come from `data/heatmaps.zarr` (the same numbers the pipeline
-would compute itself).
+Usage: ``python stages/points.py S``. Reads params `strategies.S`, `eval`, `data.root` and
+`gradcam.out`; a Grad-CAM strategy reads the object regions of the search config it names
+(`data/regions/C.zarr`, from `regions@C`) and the heatmap that search used, and only *places*
+points (cheap: no classifier or SAM call), so changing a placement knob re-runs in seconds.
+Writes `data/strategies/S/points.zarr` (coords, labels; attrs names/strategy/params/split/cam).
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ import sys
 
 import numpy as np
 
-from camprompt.artifacts import load_params, save_arrays
+from camprompt.artifacts import load_arrays, load_params, open_arrays, save_arrays
 from camprompt.data import load_split, normalize
-from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, strategy_dir, strategy_params
+from camprompt.pipelines import build_pipeline, check_names, region_store, strategy_dir, strategy_params
 
 
 def main(name: str) -> None:
@@ -24,28 +23,27 @@ def main(name: str) -> None:
     strat = strategy_params(params, name)
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    heat = targets = classifier = predictor = None
-    if strat["pipeline"] != "basic":
-        from camprompt.artifacts import open_arrays
-        from camprompt.classifier import load_classifier
-
-        store = open_arrays(params["gradcam"]["out"])
-        check_names(store.attrs.get("names"), split.names, params["gradcam"]["out"])
-        cam = strat.get("cam", "layer2")
-        if f"heatmap_{cam}" not in store:
-            raise SystemExit(f"{params['gradcam']['out']} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
-        heat, targets = np.asarray(store[f"heatmap_{cam}"][...]), np.asarray(store["pred"][...])
-        classifier = load_classifier(params["train"]["checkpoint"])
-        if strat.get("use_sam", True):
-            predictor = load_attached_predictor(params, split.images)
-    pipeline = build_pipeline(name, strat, predictor=predictor, classifier=classifier,
-                              cam_configs=params["gradcam"]["configs"], progress=True)
+    pipeline = build_pipeline(name, strat, predictor=None, classifier=None,
+                              cam_configs=params["gradcam"]["configs"], search_configs=params.get("searches"))
     images = normalize(split.images)
-    if heat is None:
+    cam = None
+    if strat["pipeline"] == "basic":
         coords, labels = pipeline.points(images)
     else:
-        coords, labels = pipeline.points(images, heatmaps=heat, targets=targets)  # type: ignore[call-arg]
-    attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"]}
+        if "search" not in strat:
+            raise SystemExit(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
+                             "the DVC pipeline runs each search once, in regions@C")
+        path = region_store(strat["search"])
+        found, rattrs = load_arrays(path)
+        check_names(rattrs.get("names"), split.names, path)
+        if rattrs.get("params") != dict(params["searches"][strat["search"]]):
+            raise SystemExit(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
+        cam = rattrs["cam"]
+        store = open_arrays(params["gradcam"]["out"])
+        check_names(store.attrs.get("names"), split.names, params["gradcam"]["out"])
+        coords, labels = pipeline.points(images, heatmaps=np.asarray(store[f"heatmap_{cam}"][...]),  # type: ignore[call-arg]
+                                         regions=found["regions"], seeds=found["seeds"])
+    attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam}
     save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels}, attrs)
     fg = float((labels == 1).sum(1).mean()) if len(labels) else 0.0
     bg = float((labels == 0).sum(1).mean()) if len(labels) else 0.0

@@ -1,9 +1,10 @@
 """End-to-end DVC round trip on a tiny params file, in a temporary copy of the repository.
 
 Why: the promise of camprompt is that ``dvc repro`` runs the whole DAG, that a second run does
-nothing, and that changing one strategy's params re-runs exactly that strategy's
-``points``/``masks``/``metrics`` stages and the report -- never the classifier, Grad-CAM or the
-SAM encoder. Only a real ``dvc repro`` can show that.
+nothing, that changing one strategy's params re-runs exactly that strategy's
+``points``/``masks``/``metrics`` stages and the report, and that changing a search config re-runs
+its ``regions`` and what reads them -- never the classifier, Grad-CAM or the SAM encoder. Only a
+real ``dvc repro`` can show that.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
     first = _dvc(tiny_repo, "repro")
     ran = _ran_stages(first.stdout)
     expected = {"data", "train", "heatmaps", "sam_model", "embeddings", "report"}
+    expected |= {f"regions@{search}" for search in params["searches"]}
     for name in strategies:
         expected |= {f"points@{name}", f"masks@{name}", f"metrics@{name}"}
     assert expected <= ran, f"stages that did not run: {expected - ran}"
@@ -126,3 +128,20 @@ def test_changing_one_strategy_reruns_only_its_chain(tiny_repo: Path) -> None:
     ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
     assert f"points@{name}" in ran and "report" in ran
     assert ran <= {f"points@{name}", f"masks@{name}", f"metrics@{name}", "report"}, ran
+
+
+def test_changing_a_search_reruns_its_regions_never_the_models(tiny_repo: Path) -> None:
+    """A search knob re-runs that search's regions and what reads them, never data/train/heatmaps/SAM."""
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    search = next(iter(params["searches"]))
+    params["searches"][search]["max_candidates"] = int(params["searches"][search].get("max_candidates", 24)) - 1
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    changed = set(json.loads(_dvc(tiny_repo, "status", "--json").stdout or "{}"))
+    assert changed == {f"regions@{search}", "report"}, changed
+
+    ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
+    assert f"regions@{search}" in ran and "report" in ran
+    allowed = {f"regions@{search}", "report"} | {f"{stage}@{name}" for name in params["strategies"]
+                                                 for stage in ("points", "masks", "metrics")}
+    assert ran <= allowed, ran - allowed

@@ -304,6 +304,26 @@ def test_leaves_model_untouched(resnet: nn.Module, x: Tensor) -> None:
     assert got.shape == (4, H, W)
 
 
+def test_channels_last_max_pool_is_exact(resnet: nn.Module, x: Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The max-pool speed-up (channels-last copy inside the call) changes no bit of the result."""
+    import camprompt.gradcam as gradcam_module
+
+    cam = GradCAM(resnet, [resnet.layer1, resnet.layer3])
+    fast = cam.compute(x, [0, 1, 2, 3])
+    seen: list[bool] = []
+    probe = resnet.maxpool.register_forward_hook(lambda m, a, o: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        cam(x, [0, 1, 2, 3])
+        monkeypatch.setattr(gradcam_module, "_nhwc_pool_hooks", lambda model: [])
+        slow = cam.compute(x, [0, 1, 2, 3])
+    finally:
+        probe.remove()
+    assert seen == [True, False]  # the fast path really ran, then was really off
+    np.testing.assert_array_equal(fast.heatmaps, slow.heatmaps)
+    np.testing.assert_array_equal(fast.logits, slow.logits)
+    assert _no_hooks(resnet)
+
+
 def test_hooks_removed_and_flags_restored_on_errors(resnet: nn.Module, x: Tensor) -> None:
     model = copy.deepcopy(resnet).train()
     with pytest.raises(ValueError, match=r"\(B,C,h,w\)"):

@@ -346,11 +346,14 @@ def test_points_computes_gradcam_itself_when_no_heatmaps_are_given(monkeypatch) 
 
 
 def test_pipeline_inputs_are_images_only(monkeypatch) -> None:
-    """The pipelines take images (and optionally CAMs of them); they can reach no ground truth."""
+    """The pipelines take images (and optionally CAMs of them, or the regions their own search chose
+    for them); they can reach no ground truth."""
+    allowed = {"images", "heatmaps", "targets", "point_coords", "point_labels", "regions", "seeds"}
     for cls in (BasicSamPipeline, ForegroundPointsPipeline, ForegroundBackgroundPipeline):
-        for method in ("__call__", "points", "segment"):
-            names = set(inspect.signature(getattr(cls, method)).parameters) - {"self"}
-            assert names <= {"images", "heatmaps", "targets", "point_coords", "point_labels"}, (cls, method, names)
+        for method in ("__call__", "points", "segment", "regions"):
+            if hasattr(cls, method):
+                names = set(inspect.signature(getattr(cls, method)).parameters) - {"self"}
+                assert names <= allowed, (cls, method, names)
     import camprompt.data as data
 
     def forbidden(*args, **kwargs):
@@ -394,6 +397,55 @@ def test_build_pipeline() -> None:
         build_pipeline("x", {"pipeline": "foreground", "n_bg": 1}, predictor=sam, classifier=clf, cam_configs=CAMS)
     with pytest.raises(RuntimeError, match="needs the classifier"):
         build_pipeline("x", {"pipeline": "foreground"}, predictor=sam, cam_configs=CAMS).points(_batch(1)[0])
+
+
+def test_placement_from_stored_regions_matches_the_full_search() -> None:
+    """regions@C + points@S (placement from the stored regions) == the one-shot pipeline, and the
+    placement half calls neither the classifier nor SAM."""
+    images, _, masks = _batch(3)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    targets = np.zeros(3, np.int64)
+    full = _fg_pipeline(ForegroundBackgroundPipeline)
+    want = full.points(images, heatmaps=heat, targets=targets)
+    choices = full.regions(images, heatmaps=heat, targets=targets)
+    regions, seeds = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+    assert all((r & m).sum() / (r | m).sum() > 0.5 for r, m in zip(regions, masks))  # the shapes were found
+    placer = ForegroundBackgroundPipeline(None, None, config=full.config)  # no SAM, no classifier
+    got = placer.points(images, heatmaps=heat, regions=regions, seeds=seeds)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    # an image where nothing plausible was found falls back to its seed as the one foreground point
+    regions[1] = False
+    coords, labels = placer.points(images, heatmaps=heat, regions=regions, seeds=seeds)
+    assert (labels[1] == 1).sum() == 1
+    np.testing.assert_allclose(coords[1][labels[1] == 1][0], seeds[1])
+    with pytest.raises(ValueError, match="regions must be bool"):
+        placer.points(images, heatmaps=heat, regions=regions[:2], seeds=seeds)
+    with pytest.raises(ValueError, match="regions must be bool"):
+        placer.points(images, heatmaps=heat, regions=regions.astype(np.uint8), seeds=seeds)
+    with pytest.raises(ValueError, match="fallback seeds"):
+        placer.points(images, heatmaps=heat, regions=regions)
+    with pytest.raises(ValueError, match=r"seeds must be \(3,2\)"):
+        placer.points(images, heatmaps=heat, regions=regions, seeds=seeds[:, :1])
+
+
+def test_build_pipeline_with_a_named_search() -> None:
+    """A strategy naming `search: C` gets C's cam and search knobs; every knob lives on one side."""
+    sam, clf = FakeSam(), ColourClassifier((0, 0, 0))
+    searches = {"wide": {"cam": "layer2", "max_candidates": 5, "sam_regions": 1}}
+    pipe = build_pipeline("s", {"pipeline": "fg_bg", "search": "wide", "n_bg": 3, "bg_margin": 2.0}, predictor=sam,
+                          classifier=clf, cam_configs=CAMS, search_configs=searches)
+    assert (pipe.config.max_candidates, pipe.config.sam_regions, pipe.config.n_bg, pipe.config.bg_margin) == (5, 1, 3, 2.0)
+    assert pipe.cam == CAMS["layer2"]
+    with pytest.raises(ValueError, match="search 'narrow' is not in params `searches`"):
+        build_pipeline("s", {"pipeline": "foreground", "search": "narrow"}, predictor=sam, cam_configs=CAMS,
+                       search_configs=searches)
+    with pytest.raises(ValueError, match=r"also sets its knobs \['max_candidates'\]"):
+        build_pipeline("s", {"pipeline": "foreground", "search": "wide", "max_candidates": 3}, predictor=sam,
+                       cam_configs=CAMS, search_configs=searches)
+    with pytest.raises(ValueError, match=r"\['n_fg'\] are not search knobs"):
+        build_pipeline("s", {"pipeline": "foreground", "search": "bad"}, predictor=sam, cam_configs=CAMS,
+                       search_configs={"bad": {"n_fg": 2}})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -351,6 +351,22 @@ def test_cache_is_bounded_lru_and_counts_encoder_runs() -> None:
     assert len(cache) == 0
 
 
+def test_frame_geometry_matches_segment_anything() -> None:
+    """The written-out resize rule and coordinate mapping equal ResizeLongestSide's, for any size."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from camprompt.sam import input_size_for, to_input_coords
+
+    tf = ResizeLongestSide(1024)
+    rng = np.random.default_rng(0)
+    for h, w in [(48, 64), (64, 48), (1, 1), (1024, 1024), (333, 1000), (600, 7), (479, 640)]:
+        assert input_size_for((h, w)) == ResizeLongestSide.get_preprocess_shape(h, w, 1024)
+        xy = rng.uniform(0, [w, h], size=(5, 2))
+        np.testing.assert_allclose(to_input_coords(xy, (h, w)), tf.apply_coords(xy, (h, w)), rtol=0, atol=1e-9)
+        box = np.array([[1.0, 2.0, w - 1.0, h - 0.5]])
+        np.testing.assert_allclose(to_input_coords(box.reshape(2, 2), (h, w)).reshape(1, 4), tf.apply_boxes(box, (h, w)))
+
+
 def test_image_key_is_a_content_hash() -> None:
     a = np.zeros((H, W, 3), np.uint8)
     b = a.copy()

@@ -33,6 +33,11 @@ Implementation choices, and why:
   operations downstream (``ReLU(inplace=True)`` in torchvision ResNet/VGG/DenseNet) cannot
   overwrite the feature maps or their gradients. No full backward module hooks are used.
 * Hooks are removed in ``finally`` blocks, also when the call raises.
+* Speed: on CPU, torch's max-pool kernel for contiguous (NCHW) tensors was measured ~15x slower
+  than its channels-last one (6.2 vs 0.4 ms for ResNet-18's stem pool at B=32, 48x64; ~8% of a
+  whole Grad-CAM call). For the duration of a call, every ``nn.MaxPool2d`` of the model pools a
+  channels-last copy of its input and hands the result back contiguous: max is exact, so the
+  output is bit-identical, and the hooks go with the others.
 """
 
 from __future__ import annotations
@@ -245,6 +250,32 @@ def _capture_hook(store: list[Tensor]) -> Callable[[nn.Module, Any, Any], Tensor
     return hook
 
 
+def _nhwc_pool_hooks(model: nn.Module) -> list[Any]:
+    """Temporary hooks that run each CPU ``nn.MaxPool2d`` on a channels-last copy (see module notes)."""
+
+    converted: set[int] = set()  # pools whose input was converted in this forward
+
+    def to_nhwc(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        x = args[0] if args else None
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.device.type != "cpu" or x.is_contiguous(memory_format=torch.channels_last):
+            return None
+        converted.add(id(module))
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+
+    def to_nchw(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if id(module) not in converted or not isinstance(output, Tensor):
+            return None
+        converted.discard(id(module))
+        return output.contiguous()
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.MaxPool2d) and not module.return_indices:
+            handles.append(module.register_forward_pre_hook(to_nhwc))
+            handles.append(module.register_forward_hook(to_nchw))
+    return handles
+
+
 @torch.inference_mode(False)  # autograd must work even if the caller is in inference mode
 def _forward_backward(
     model: nn.Module,
@@ -262,6 +293,7 @@ def _forward_backward(
     handles = []
     try:
         model.eval()
+        handles.extend(_nhwc_pool_hooks(model))
         for layer, store in zip(layers, stores):
             handles.append(layer.register_forward_hook(_capture_hook(store)))
         with torch.no_grad():  # the first target layer's hook switches the graph on

@@ -28,11 +28,15 @@ from camprompt.prompts import (
     BG_LABEL,
     FG_LABEL,
     PAD_LABEL,
+    PLACEMENT_KNOBS,
+    SEARCH_KNOBS,
     ClassifierJudge,
     PromptConfig,
     PromptFinder,
     PromptResult,
+    RegionChoice,
     pack_points,
+    place_points,
     region_features,
 )
 
@@ -43,6 +47,11 @@ __all__ = [
     "ForegroundBackgroundPipeline",
     "PIPELINES",
     "build_pipeline",
+    "search_params",
+    "strategy_params",
+    "strategy_dir",
+    "region_store",
+    "check_names",
     "check_images",
     "check_points",
 ]
@@ -265,15 +274,9 @@ class ForegroundPointsPipeline(BasicSamPipeline):
             self.classifier.train(was_training)
 
     # -- prompts ------------------------------------------------------------------------------
-    def points(self, images: Tensor, heatmaps: np.ndarray | None = None,
-               targets: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """coords float32 (B,K,2) (x, y) and labels int64 (B,K) (padding -1) from images alone.
-
-        ``heatmaps`` (B,H,W): precomputed CAMs of this pipeline's configuration (the DVC stage passes
-        ``data/heatmaps.zarr``); computed here when None. ``targets``: the classes they explain
-        (default: the classifier's prediction, which is what the heatmaps stage explains).
-        """
-        images = check_images(images)
+    def _cams(self, images: Tensor, heatmaps: np.ndarray | None,
+              targets: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Validated heatmaps float32 (B,H,W) (computed when None) and targets (None: not known yet)."""
         batch, _, height, width = images.shape
         if heatmaps is None:
             heatmaps, cam_targets = self.heatmaps(images)
@@ -281,17 +284,53 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         heatmaps = np.asarray(heatmaps, dtype=np.float32)
         if heatmaps.shape != (batch, height, width):
             raise ValueError(f"heatmaps must be ({batch},{height},{width}) to match the images, got {heatmaps.shape}")
-        targets = self.predict_classes(images) if targets is None else np.asarray(targets, np.int64)
-        if targets.shape != (batch,):
-            raise ValueError(f"targets must be ({batch},), got {targets.shape}")
+        return heatmaps, None if targets is None else np.asarray(targets, np.int64)
+
+    def regions(self, images: Tensor, heatmaps: np.ndarray | None = None,
+                targets: Sequence[int] | np.ndarray | None = None) -> list[RegionChoice]:
+        """The object region of every image (propose -> verify -> choose; :mod:`camprompt.prompts`).
+
+        The expensive half of :meth:`points` (classifier probes, SAM proposals), so the DVC pipeline
+        runs it once per search config (``regions@C``) and shares it between strategies.
+        ``heatmaps``/``targets`` as in :meth:`points`.
+        """
+        images = check_images(images)
+        heatmaps, targets = self._cams(images, heatmaps, targets)
+        targets = self.predict_classes(images) if targets is None else targets
+        if targets.shape != (images.shape[0],):
+            raise ValueError(f"targets must be ({images.shape[0]},), got {targets.shape}")
         uint8 = denormalize(images)
         finder = self.finder
-        results: list[PromptResult] = []
-        for start in tqdm(range(0, batch, self.batch_size), desc="points", unit="batch",
-                          disable=not self.progress, leave=False):
-            stop = start + self.batch_size
-            results.extend(finder.find(uint8[start:stop], heatmaps[start:stop], targets[start:stop]))
-        self._current = None
+        choices: list[RegionChoice] = []
+        try:
+            for start in tqdm(range(0, len(uint8), self.batch_size), desc="regions", unit="batch",
+                              disable=not self.progress, leave=False):
+                stop = start + self.batch_size
+                choices.extend(finder.regions(uint8[start:stop], heatmaps[start:stop], targets[start:stop]))
+        finally:
+            self._current = None
+        return choices
+
+    def points(self, images: Tensor, heatmaps: np.ndarray | None = None,
+               targets: Sequence[int] | np.ndarray | None = None, regions: np.ndarray | None = None,
+               seeds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """coords float32 (B,K,2) (x, y) and labels int64 (B,K) (padding -1) from images alone.
+
+        ``heatmaps`` (B,H,W): precomputed CAMs of this pipeline's configuration (the DVC stage passes
+        ``data/heatmaps.zarr``); computed here when None. ``targets``: the classes they explain
+        (default: the classifier's prediction, which is what the heatmaps stage explains).
+        ``regions`` bool (B,H,W) and ``seeds`` (B,2): precomputed :meth:`regions` (the DVC stage
+        passes ``data/regions/C.zarr``); then only the cheap placement runs, with no classifier or
+        SAM call. Without them the regions are searched here first.
+        """
+        images = check_images(images)
+        heatmaps, targets = self._cams(images, heatmaps, targets)
+        if regions is None:
+            choices = self.regions(images, heatmaps, targets)
+        else:
+            choices = _given_regions(regions, seeds, heatmaps.shape)
+        uint8 = denormalize(images)
+        results = [place_points(img, heat, c, self.config) for img, heat, c in zip(uint8, heatmaps, choices)]
         self.last_results = results
         return pack_points([r.fg for r in results], [self._background(r, uint8[i], heatmaps[i]) for i, r in enumerate(results)])
 
@@ -320,6 +359,19 @@ class ForegroundPointsPipeline(BasicSamPipeline):
             f = region_features(image, heat, m, self.config.colour_tol)
             total.append(float(s) + self.config.w_mask_colour * (f["homogeneity"] + f["contrast"]))
         return int(np.argmax(total)) if np.isfinite(total).any() else int(np.argmax(scores))
+
+
+def _given_regions(regions: Any, seeds: Any, shape: tuple[int, ...]) -> list[RegionChoice]:
+    """Precomputed regions bool (B,H,W) + fallback seeds (B,2) -> choices, with shape checks."""
+    regions = np.asarray(regions)
+    if regions.shape != shape or regions.dtype != bool:
+        raise ValueError(f"regions must be bool {shape} to match the images, got {regions.dtype} {regions.shape}")
+    if seeds is None:
+        raise ValueError("precomputed regions need their fallback seeds (B,2) too (RegionChoice.seed)")
+    seeds = np.asarray(seeds, np.float64)
+    if seeds.shape != (shape[0], 2):
+        raise ValueError(f"seeds must be ({shape[0]},2) as (x, y), got {seeds.shape}")
+    return [RegionChoice(region=r, seed=s) for r, s in zip(regions, seeds)]
 
 
 class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
@@ -354,13 +406,17 @@ PIPELINES: dict[str, type[BasicSamPipeline]] = {
 
 def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: SamLike | None,
                    classifier: nn.Module | None = None, cam_configs: Mapping[str, Mapping[str, Any]] | None = None,
+                   search_configs: Mapping[str, Mapping[str, Any]] | None = None,
                    progress: bool = False) -> BasicSamPipeline:
     """Construct strategy ``name`` from its params (``params.yaml`` ``strategies.<name>``).
 
     ``predictor`` may be None where no SAM call is needed (centre points) and ``classifier`` None
     where no points are searched (segmenting given points); the pipeline says so when it needs them.
-    ``pipeline`` picks the class (one of :data:`PIPELINES`); ``cam`` names a ``gradcam.configs``
-    entry (looked up in ``cam_configs``); every other key is a :class:`PromptConfig` knob.
+    ``pipeline`` picks the class (one of :data:`PIPELINES`). The region search is either named --
+    ``search: C``, a ``searches`` entry (looked up in ``search_configs``) holding ``cam`` and the
+    :data:`~camprompt.prompts.SEARCH_KNOBS`, while the strategy keeps only the
+    :data:`~camprompt.prompts.PLACEMENT_KNOBS` -- or inline (``cam`` and every knob in the strategy).
+    ``cam`` names a ``gradcam.configs`` entry (looked up in ``cam_configs``).
     """
     params = dict(strategy_params or {})
     kind = params.get("pipeline")
@@ -371,6 +427,8 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
         if extra:
             raise ValueError(f"strategy {name!r}: the basic pipeline takes no knobs, got {sorted(extra)}")
         return BasicSamPipeline(predictor, progress=progress)
+    if "search" in params:
+        params = {**search_params(params.pop("search"), search_configs, strategy=name, placement=params), **params}
     cam_name = params.get("cam", "layer2")
     cams = dict(cam_configs or {})
     if cam_name not in cams:
@@ -380,11 +438,34 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
     return cls(predictor, classifier, cam=cams[cam_name], config=config, progress=progress)  # type: ignore[call-arg]
 
 
+def search_params(search: str, search_configs: Mapping[str, Mapping[str, Any]] | None, *, strategy: str,
+                  placement: Mapping[str, Any]) -> dict[str, Any]:
+    """``searches.<search>`` checked against the strategy that names it: each knob lives in one place.
+
+    A search config holds ``cam`` and search knobs only, the strategy placement knobs only; a knob
+    on the wrong side would be silently ignored by the stage that does not read it, so it is an error.
+    """
+    configs = dict(search_configs or {})
+    if search not in configs:
+        raise ValueError(f"strategy {strategy!r}: search {search!r} is not in params `searches`; known: {sorted(configs)}")
+    found = dict(configs[search] or {})
+    wrong = sorted(set(found) - SEARCH_KNOBS - {"cam"})
+    if wrong:
+        raise ValueError(f"searches.{search}: {wrong} are not search knobs (placement knobs {sorted(PLACEMENT_KNOBS)} "
+                         f"belong to the strategies; search knobs are {sorted(SEARCH_KNOBS | {'cam'})})")
+    inline = sorted(set(placement) & (SEARCH_KNOBS | {"cam"}))
+    if inline:
+        raise ValueError(f"strategy {strategy!r} names search {search!r} but also sets its knobs {inline}; "
+                         f"set them in searches.{search} (or a new search config) instead")
+    return found
+
+
 # ------------------------------------------------------------------------------------------------
-# Helpers shared by the per-strategy DVC stages (points@S, masks@S, metrics@S)
+# Helpers shared by the per-search and per-strategy DVC stages (regions@C, points@S, masks@S, metrics@S)
 # ------------------------------------------------------------------------------------------------
 
 STRATEGY_ROOT = "data/strategies"
+REGION_ROOT = "data/regions"
 
 
 def strategy_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -403,6 +484,11 @@ def strategy_dir(name: str, root: str = STRATEGY_ROOT) -> Path:
     return Path(root) / name
 
 
+def region_store(search: str, root: str = REGION_ROOT) -> Path:
+    """Where the ``regions@<search>`` stage keeps the chosen object regions of search config ``search``."""
+    return Path(root) / f"{search}.zarr"
+
+
 def check_names(found: Sequence[str] | None, expected: Sequence[str], store: Any) -> None:
     """Stores must hold exactly the evaluated images, in order; otherwise say which stage to re-run."""
     if found is None or list(found) != list(expected):
@@ -412,6 +498,10 @@ def check_names(found: Sequence[str] | None, expected: Sequence[str], store: Any
             "(params eval.split/eval.limit changed?); re-run `dvc repro` so the upstream stages refresh it"
         )
 
+
+# ------------------------------------------------------------------------------------------------
+# SAM with cached embeddings, for the DVC stages (regions@C, masks@S)
+# ------------------------------------------------------------------------------------------------
 
 def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray) -> SamLike:
     """The configured SAM predictor with the cached embeddings attached (no encoder runs).

@@ -48,7 +48,11 @@ __all__ = [
     "PAD_LABEL",
     "PromptConfig",
     "PromptResult",
+    "RegionChoice",
     "PromptFinder",
+    "SEARCH_KNOBS",
+    "PLACEMENT_KNOBS",
+    "place_points",
     "ClassifierJudge",
     "check_heatmap",
     "is_flat",
@@ -465,6 +469,25 @@ class PromptConfig:
         return cfg
 
 
+# Which knobs decide *which region is the object* (propose -> verify -> choose: the expensive part,
+# run once per search config by the `regions@C` stage) and which only turn a chosen region into
+# points and pick SAM's mask (cheap, per strategy). ``cam`` (the heatmap config) belongs to the search.
+PLACEMENT_KNOBS = frozenset(
+    {"n_fg", "n_bg", "colour_tol", "fg_separation", "fg_colour_core", "bg_margin", "bg_max_heat", "w_mask_colour"}
+)
+SEARCH_KNOBS = frozenset(f.name for f in fields(PromptConfig)) - PLACEMENT_KNOBS
+
+
+@dataclass
+class RegionChoice:
+    """The object region chosen for one image, before any point is placed."""
+
+    region: np.ndarray                 # bool (H,W); empty when no plausible candidate was found
+    seed: np.ndarray                   # (2,) x, y: the heatmap's strongest point, the fallback fg point
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # every candidate's score
+    features: list[dict[str, float]] = field(default_factory=list)
+
+
 @dataclass
 class PromptResult:
     """Points of one image plus the evidence behind them (for figures and debugging)."""
@@ -563,8 +586,8 @@ class PromptFinder:
                     regions.setdefault(np.packbits(region).tobytes(), region)
         return list(regions.values())
 
-    def find(self, images: np.ndarray, heats: np.ndarray, targets: Sequence[int]) -> list[PromptResult]:
-        """Points for every image of a batch: images uint8 (B,H,W,3), heats (B,H,W), classes (B,)."""
+    def regions(self, images: np.ndarray, heats: np.ndarray, targets: Sequence[int]) -> list[RegionChoice]:
+        """Propose, verify and choose the object region of every image: uint8 (B,H,W,3), heats (B,H,W), classes (B,)."""
         images = np.asarray(images)
         if images.ndim != 4:
             raise ValueError(f"images must be uint8 (B,H,W,3), got {images.shape}")
@@ -575,23 +598,41 @@ class PromptFinder:
         evidence = self.judge.evidence([
             (img, np.asarray(c).reshape(-1, *img.shape[:2]), int(t)) for img, c, t in zip(images, cands, targets)
         ])
-        return [self._place(img, h, c, ev) for img, h, c, ev in zip(images, heats, cands, evidence)]
+        return [self._choose(img, h, c, ev) for img, h, c, ev in zip(images, heats, cands, evidence)]
 
-    def _place(self, image: np.ndarray, heat: np.ndarray, cands: list[np.ndarray],
-               evidence: Mapping[str, np.ndarray]) -> PromptResult:
+    def find(self, images: np.ndarray, heats: np.ndarray, targets: Sequence[int]) -> list[PromptResult]:
+        """Points for every image of a batch: :meth:`regions`, then :func:`place_points`."""
+        choices = self.regions(images, heats, targets)
+        return [place_points(img, h, c, self.cfg) for img, h, c in zip(np.asarray(images), np.asarray(heats), choices)]
+
+    def _choose(self, image: np.ndarray, heat: np.ndarray, cands: list[np.ndarray],
+                evidence: Mapping[str, np.ndarray]) -> RegionChoice:
         cfg = self.cfg
+        # Nothing plausible anywhere: the heatmap's strongest seed is the fallback point (documented).
+        with warnings.catch_warnings():  # a flat map was already reported by candidates()
+            warnings.simplefilter("ignore", RuntimeWarning)
+            seed = heatmap_seeds(heat, 1, cfg.seed_distance, cfg.seed_sigma, 0.0)[0]
         if not cands:
-            # Nothing plausible anywhere: fall back to the heatmap's strongest seed (documented).
-            seed = heatmap_seeds(heat, 1, cfg.seed_distance, cfg.seed_sigma, 0.0)[:1]
-            region = np.zeros(heat.shape, bool)
-            return PromptResult(fg=seed, bg=np.zeros((0, 2)), region=region)
+            return RegionChoice(region=np.zeros(heat.shape, bool), seed=seed)
         feats = [region_features(image, heat, m, cfg.colour_tol) for m in cands]
         for j, f in enumerate(feats):
             f.update({k: float(v[j]) for k, v in evidence.items()})
         scores = score_candidates(feats, cfg)
-        region = cands[int(np.argmax(scores))]
-        fg = interior_points(colour_core(image, region, cfg.colour_tol) if cfg.fg_colour_core else region,
-                             cfg.n_fg, cfg.fg_separation)
-        bg = background_points(image, region, cfg.n_bg, heat=heat, margin=cfg.bg_margin,
-                               colour_tol=cfg.colour_tol, max_heat=cfg.bg_max_heat) if cfg.n_bg else np.zeros((0, 2))
-        return PromptResult(fg=fg, bg=bg, region=region, scores=scores, features=feats)
+        return RegionChoice(region=cands[int(np.argmax(scores))], seed=seed, scores=scores, features=feats)
+
+
+def place_points(image: np.ndarray, heat: np.ndarray, choice: RegionChoice, cfg: PromptConfig) -> PromptResult:
+    """Foreground points deep inside the chosen region (on its own colour), background points outside.
+
+    Uses only the :data:`PLACEMENT_KNOBS` of ``cfg``. An empty region (nothing plausible was found)
+    gives the fallback: one foreground point at ``choice.seed`` and no background points.
+    """
+    region = np.asarray(choice.region, bool)
+    if not region.any():
+        return PromptResult(fg=np.reshape(choice.seed, (1, 2)).astype(np.float64), bg=np.zeros((0, 2)), region=region,
+                            scores=choice.scores, features=choice.features)
+    core = colour_core(image, region, cfg.colour_tol) if cfg.fg_colour_core else region
+    fg = interior_points(core, cfg.n_fg, cfg.fg_separation)
+    bg = background_points(image, region, cfg.n_bg, heat=heat, margin=cfg.bg_margin,
+                           colour_tol=cfg.colour_tol, max_heat=cfg.bg_max_heat) if cfg.n_bg else np.zeros((0, 2))
+    return PromptResult(fg=fg, bg=bg, region=region, scores=choice.scores, features=choice.features)

@@ -105,11 +105,20 @@ class EvalSet:
 
 
 def strategies_of(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """params ``strategies`` as {name: params}; a clear error when there are none."""
+    """params ``strategies`` as {name: params} (with the ``cam`` of the search a strategy names); a
+    clear error when there are none."""
     strategies = params.get("strategies") or {}
     if not isinstance(strategies, Mapping) or not strategies:
         raise ArtifactError("params.yaml has no `strategies`; the report needs at least one")
-    return {str(k): dict(v or {}) for k, v in strategies.items()}
+    searches = params.get("searches") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, sparams in strategies.items():
+        sparams = dict(sparams or {})
+        search = searches.get(sparams.get("search")) if isinstance(searches, Mapping) else None
+        if isinstance(search, Mapping) and "cam" in search:
+            sparams.setdefault("cam", search["cam"])  # the heatmap its points come from, for the figures
+        out[str(name)] = sparams
+    return out
 
 
 def load_metrics(params: Mapping[str, Any], metrics_dir: str | Path = "metrics") -> dict[str, dict[str, Any]]:

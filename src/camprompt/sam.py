@@ -103,11 +103,23 @@ def image_key(image: np.ndarray) -> str:
 
 
 def input_size_for(original_size: Sequence[int]) -> tuple[int, int]:
-    """(h, w) of the image inside SAM's 1024 frame, as ``ResizeLongestSide`` computes it."""
-    from segment_anything.utils.transforms import ResizeLongestSide
+    """(h, w) of the image inside SAM's 1024 frame: ``ResizeLongestSide.get_preprocess_shape``'s rule.
 
+    Written out (two lines, checked against segment-anything's in the tests) because importing
+    ``segment_anything`` costs ~1.7 s per process, and the decoder-only stages need nothing else from it.
+    """
     h, w = (int(v) for v in original_size)
-    return tuple(ResizeLongestSide.get_preprocess_shape(h, w, IMAGE_SIZE))  # type: ignore[return-value]
+    scale = IMAGE_SIZE * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def to_input_coords(xy: np.ndarray, original_size: Sequence[int]) -> np.ndarray:
+    """(..., 2) x, y in original image pixels -> SAM's 1024 frame (``ResizeLongestSide.apply_coords``)."""
+    (old_h, old_w), (new_h, new_w) = original_size, input_size_for(original_size)
+    out = np.array(xy, dtype=np.float64, copy=True)
+    out[..., 0] *= new_w / old_w
+    out[..., 1] *= new_h / old_h
+    return out
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,13 @@ class EmbeddingCache:
 
 
 class EmbeddingStore:
-    """Read access to an ``embeddings.zarr`` store (written by ``stages/embeddings.py``), row by row."""
+    """Read access to an ``embeddings.zarr`` store (written by ``stages/embeddings.py``), row by row.
+
+    Rows are read ``block`` at a time (one Zarr call for neighbours: the stages walk the store in
+    order, and Zarr's per-call overhead was ~5 ms a row, a tenth of a decoder call).
+    """
+
+    block = 16
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         from camprompt.artifacts import ArtifactError, open_arrays
@@ -173,12 +191,18 @@ class EmbeddingStore:
         self.index = {k: i for i, k in enumerate(keys)}
         self.original_size = tuple(int(v) for v in self.attrs["original_size"])
         self.input_size = tuple(int(v) for v in self.attrs.get("input_size") or input_size_for(self.original_size))
+        self._block_start: int | None = None
+        self._block_rows = np.zeros((0, *EMBEDDING_SHAPE), np.float16)
 
     def get(self, key: str) -> Embedding | None:
         i = self.index.get(key)
         if i is None:
             return None
-        features = np.asarray(self.array[i], dtype=np.float32)
+        start = i - i % self.block
+        if self._block_start != start:
+            self._block_rows = np.asarray(self.array[start : start + self.block])
+            self._block_start = start
+        features = self._block_rows[i - start].astype(np.float32)
         return Embedding(features, self.original_size, self.input_size)  # type: ignore[arg-type]
 
 
@@ -443,13 +467,10 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     def _decode(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
                 mask_input: np.ndarray | None, multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
-        tf = ResizeLongestSide(IMAGE_SIZE)
-        pts = [tf.apply_coords(coords, emb.original_size)] if coords is not None else []
+        pts = [to_input_coords(coords, emb.original_size)] if coords is not None else []
         lab = [labels.astype(np.float32)] if labels is not None else []
         if box is not None:  # SAM's ONNX format: box corners are points labelled 2 and 3
-            pts.append(tf.apply_boxes(box[None], emb.original_size).reshape(2, 2))
+            pts.append(to_input_coords(box.reshape(2, 2), emb.original_size))
             lab.append(np.array([2.0, 3.0], np.float32))
         else:  # the padding point SamPredictor's prompt encoder adds when there is no box
             pts.append(np.zeros((1, 2)))

@@ -1,0 +1,57 @@
+"""DVC stage `regions@C`: the object region of every evaluated image for search config C.
+
+Usage: ``python stages/regions.py C``. Reads params `searches.C` (cam + search knobs), `eval`,
+`data.root`, `gradcam.out`, `train.checkpoint` and `sam` (predictor + cached embeddings, for SAM
+proposals). Writes `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing plausible
+was found), seeds float32 (N,2) (the heatmap's strongest point, the fallback foreground point),
+attrs names/search/params/cam. This is the expensive half of the point search (classifier probes,
+SAM decoder calls); every strategy with `search: C` places its points from it in `points@S`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from camprompt.artifacts import load_params, open_arrays, save_arrays
+from camprompt.classifier import load_classifier
+from camprompt.data import load_split, normalize
+from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, region_store
+
+
+def main(search: str) -> None:
+    params = load_params()
+    searches = params.get("searches") or {}
+    if search not in searches:
+        raise SystemExit(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
+    ev = params["eval"]
+    split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
+    store = open_arrays(params["gradcam"]["out"])
+    check_names(store.attrs.get("names"), split.names, params["gradcam"]["out"])
+    cam = searches[search].get("cam", "layer2")
+    if f"heatmap_{cam}" not in store:
+        raise SystemExit(f"{params['gradcam']['out']} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
+    use_sam = bool(searches[search].get("use_sam", True))
+    pipeline = build_pipeline(
+        f"search {search}", {"pipeline": "foreground", "search": search},
+        predictor=load_attached_predictor(params, split.images) if use_sam else None,
+        classifier=load_classifier(params["train"]["checkpoint"]),
+        cam_configs=params["gradcam"]["configs"], search_configs=searches, progress=True,
+    )
+    choices = pipeline.regions(normalize(split.images), heatmaps=np.asarray(store[f"heatmap_{cam}"][...]),  # type: ignore[attr-defined]
+                               targets=np.asarray(store["pred"][...]))
+    h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
+    regions = np.stack([c.region for c in choices]) if choices else np.zeros((0, h, w), bool)
+    seeds = np.stack([c.seed for c in choices]).astype(np.float32) if choices else np.zeros((0, 2), np.float32)
+    attrs = {"names": list(split.names), "search": search, "params": dict(searches[search]), "cam": cam, "split": ev["split"]}
+    save_arrays(region_store(search), {"regions": regions, "seeds": seeds}, attrs, chunk_rows=256)
+    found = int(regions.reshape(len(regions), -1).any(1).sum())
+    print(f"regions@{search}: {len(split.names)} images, a region found in {found}, "
+          f"mean area {float(regions.sum((1, 2)).mean()) if len(regions) else 0.0:.1f} px")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python stages/regions.py SEARCH")
+    main(sys.argv[1])
