@@ -6,8 +6,9 @@ report, quickly. Run it on an up-to-date pipeline (`bash scripts/run.sh` first):
     python benchmarks/bench_rerun.py                                  # strategies.fg_bg.bg_margin +1
     python benchmarks/bench_rerun.py --set strategies.foreground.n_fg=2
 
-Prints the stages that ran and the wall time of each `dvc repro`. params.yaml is restored byte for
-byte afterwards (also on Ctrl-C or a failure), and a final `dvc repro` puts the outputs back.
+Prints the stages that ran and the wall time of each `dvc repro`: the first with `--no-run-cache`
+(the changed stages really run, even for a value tried before), the second after params.yaml is
+restored byte for byte (also on Ctrl-C or a failure), where DVC's run-cache puts the outputs back.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import yaml
 PARAMS = Path("params.yaml")
 
 
-def _repro() -> tuple[float, list[str]]:
+def _repro(*flags: str) -> tuple[float, list[str]]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", *flags], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -65,7 +66,7 @@ def main() -> None:
     _set(params, key, value)
     try:
         PARAMS.write_text(yaml.safe_dump(params, sort_keys=False))
-        seconds, ran = _repro()
+        seconds, ran = _repro("--no-run-cache")  # a real re-run, even for a value tried before
         print(f"{key}={value}: dvc repro {seconds:.1f} s; ran: {', '.join(ran) or 'nothing'}")
     finally:
         PARAMS.write_bytes(original)
