@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from camprompt.classifier import load_classifier
 from camprompt.data import CLASSES, load_split, normalize
 from camprompt.gradcam import compute_split_heatmaps
 from camprompt.metrics import summarize
-from camprompt.pipelines import build_pipeline, search_params
+from camprompt.pipelines import build_pipeline, resolve_strategy
 
 
 def jpeg(images: np.ndarray, quality: int) -> np.ndarray:
@@ -93,19 +92,6 @@ class CachedPredictor:
             tmp.replace(self.cache)
 
 
-def _inline_searches(params: dict) -> dict:
-    """Each strategy with the knobs of the search it names copied in (so ``--set S.max_candidates=..``
-    changes one strategy's search only); the benchmark runs the whole recipe per strategy."""
-    searches = params.get("searches") or {}
-    out = {}
-    for name, strat in params["strategies"].items():
-        strat = dict(strat)
-        if "search" in strat:
-            strat = {**search_params(strat.pop("search"), searches, strategy=name, placement=strat), **strat}
-        out[name] = strat
-    return out
-
-
 def _override(strategies: dict, sets: list[str]) -> dict:
     for item in sets:
         key, _, value = item.partition("=")
@@ -135,7 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     sl = slice(args.offset, args.offset + args.n)
     images, gt, classes = split.images[sl], split.masks[sl], [CLASSES[int(c)] for c in split.labels[sl]]
     classifier = load_classifier(params["train"]["checkpoint"])
-    strategies = _override(_inline_searches(json.loads(json.dumps(params))), args.set)
+    # Each strategy with its search's knobs copied in, so `--set S.max_candidates=..` changes S's search only.
+    searches = params.get("searches")
+    strategies = _override({k: resolve_strategy(k, v, searches) for k, v in params["strategies"].items()}, args.set)
     names = args.strategies.split(",") if args.strategies else list(strategies)
     predictor = None
     if not args.no_sam:

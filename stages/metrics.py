@@ -14,10 +14,10 @@ import sys
 
 import numpy as np
 
-from camprompt.artifacts import atomic_path, load_arrays, load_params, open_arrays, write_json
+from camprompt.artifacts import atomic_path, load_arrays, load_params, write_json
 from camprompt.data import CLASSES, load_split
 from camprompt.metrics import plot_cases, summarize, worst_indices
-from camprompt.pipelines import check_names, strategy_dir, strategy_params
+from camprompt.pipelines import check_names, load_heatmap, strategy_dir, strategy_params
 
 WORST = 8          # cases in worst.png
 FAILURE_IOU = 0.5  # an image with IoU below this counts as a failure
@@ -26,10 +26,8 @@ COLUMNS = ["name", "class", "iou", "n_fg", "n_bg", "fg_hits", "bg_outside", "fg_
 
 def _heatmaps(params: dict, cam: str | None, names: list[str]) -> np.ndarray | None:
     """The CAM the strategy's points came from (the first configured one for the baseline), for the figure."""
-    store = open_arrays(params["gradcam"]["out"])
-    check_names(store.attrs.get("names"), names, params["gradcam"]["out"])
     cam = cam or next(iter(params["gradcam"]["configs"]), None)
-    return np.asarray(store[f"heatmap_{cam}"][...]) if cam and f"heatmap_{cam}" in store else None
+    return load_heatmap(params, cam, names, required=False)[0] if cam else None
 
 
 def _fmt(value: float) -> str:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 
-from camprompt.artifacts import load_arrays, load_params, open_arrays, save_arrays
+from camprompt.artifacts import load_arrays, load_params, save_arrays
 from camprompt.data import load_split, normalize
-from camprompt.pipelines import build_pipeline, check_names, region_store, strategy_dir, strategy_params
+from camprompt.pipelines import build_pipeline, check_names, load_heatmap, region_store, strategy_dir, strategy_params
 
 
 def main(name: str) -> None:
@@ -39,10 +38,8 @@ def main(name: str) -> None:
         if rattrs.get("params") != dict(params["searches"][strat["search"]]):
             raise SystemExit(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
         cam = rattrs["cam"]
-        store = open_arrays(params["gradcam"]["out"])
-        check_names(store.attrs.get("names"), split.names, params["gradcam"]["out"])
-        coords, labels = pipeline.points(images, heatmaps=np.asarray(store[f"heatmap_{cam}"][...]),  # type: ignore[call-arg]
-                                         regions=found["regions"], seeds=found["seeds"])
+        heat, _ = load_heatmap(params, cam, split.names)
+        coords, labels = pipeline.points(images, heatmaps=heat, regions=found["regions"], seeds=found["seeds"])  # type: ignore[call-arg]
     attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam}
     save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels}, attrs)
     fg = float((labels == 1).sum(1).mean()) if len(labels) else 0.0

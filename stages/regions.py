@@ -14,10 +14,11 @@ import sys
 
 import numpy as np
 
-from camprompt.artifacts import load_params, open_arrays, save_arrays
+from camprompt.artifacts import load_params, save_arrays
 from camprompt.classifier import load_classifier
 from camprompt.data import load_split, normalize
-from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, region_store
+from camprompt.pipelines import DEFAULT_CAM, build_pipeline, load_attached_predictor, load_heatmap, region_store
+from camprompt.prompts import PromptConfig
 
 
 def main(search: str) -> None:
@@ -27,20 +28,15 @@ def main(search: str) -> None:
         raise SystemExit(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    store = open_arrays(params["gradcam"]["out"])
-    check_names(store.attrs.get("names"), split.names, params["gradcam"]["out"])
-    cam = searches[search].get("cam", "layer2")
-    if f"heatmap_{cam}" not in store:
-        raise SystemExit(f"{params['gradcam']['out']} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
-    use_sam = bool(searches[search].get("use_sam", True))
+    cam = searches[search].get("cam", DEFAULT_CAM)
+    heat, preds = load_heatmap(params, cam, split.names)
     pipeline = build_pipeline(
         f"search {search}", {"pipeline": "foreground", "search": search},
-        predictor=load_attached_predictor(params, split.images) if use_sam else None,
+        predictor=load_attached_predictor(params, split.images) if searches[search].get("use_sam", PromptConfig.use_sam) else None,
         classifier=load_classifier(params["train"]["checkpoint"]),
         cam_configs=params["gradcam"]["configs"], search_configs=searches, progress=True,
     )
-    choices = pipeline.regions(normalize(split.images), heatmaps=np.asarray(store[f"heatmap_{cam}"][...]),  # type: ignore[attr-defined]
-                               targets=np.asarray(store["pred"][...]))
+    choices = pipeline.regions(normalize(split.images), heatmaps=heat, targets=preds)  # type: ignore[attr-defined]
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
     regions = np.stack([c.region for c in choices]) if choices else np.zeros((0, h, w), bool)
     seeds = np.stack([c.seed for c in choices]).astype(np.float32) if choices else np.zeros((0, 2), np.float32)

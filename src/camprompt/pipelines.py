@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from camprompt.artifacts import open_arrays
 from camprompt.data import denormalize, normalize
 from camprompt.prompts import (
     BG_LABEL,
@@ -47,7 +48,9 @@ __all__ = [
     "ForegroundBackgroundPipeline",
     "PIPELINES",
     "build_pipeline",
+    "resolve_strategy",
     "search_params",
+    "load_heatmap",
     "strategy_params",
     "strategy_dir",
     "region_store",
@@ -397,6 +400,8 @@ class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
         return np.array([[float(col), float(row)]])
 
 
+DEFAULT_CAM = "layer2"  # the gradcam config a strategy or search uses when it names none
+
 PIPELINES: dict[str, type[BasicSamPipeline]] = {
     "basic": BasicSamPipeline,
     "foreground": ForegroundPointsPipeline,
@@ -427,15 +432,23 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
         if extra:
             raise ValueError(f"strategy {name!r}: the basic pipeline takes no knobs, got {sorted(extra)}")
         return BasicSamPipeline(predictor, progress=progress)
-    if "search" in params:
-        params = {**search_params(params.pop("search"), search_configs, strategy=name, placement=params), **params}
-    cam_name = params.get("cam", "layer2")
+    params = resolve_strategy(name, params, search_configs)
+    cam_name = params.get("cam", DEFAULT_CAM)
     cams = dict(cam_configs or {})
     if cam_name not in cams:
         raise ValueError(f"strategy {name!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
     config = PromptConfig.from_params(params)
     cls = PIPELINES[kind]
     return cls(predictor, classifier, cam=cams[cam_name], config=config, progress=progress)  # type: ignore[call-arg]
+
+
+def resolve_strategy(name: str, strategy_params: Mapping[str, Any],
+                     search_configs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A strategy's params in the inline form: the knobs of the search it names (``search: C``) copied in."""
+    params = dict(strategy_params or {})
+    if "search" in params:
+        params = {**search_params(params.pop("search"), search_configs, strategy=name, placement=params), **params}
+    return params
 
 
 def search_params(search: str, search_configs: Mapping[str, Mapping[str, Any]] | None, *, strategy: str,
@@ -497,6 +510,21 @@ def check_names(found: Sequence[str] | None, expected: Sequence[str], store: Any
             f"{store} holds {n} image names that do not match the {len(expected)} evaluated images "
             "(params eval.split/eval.limit changed?); re-run `dvc repro` so the upstream stages refresh it"
         )
+
+
+def load_heatmap(params: Mapping[str, Any], cam: str, names: Sequence[str], *,
+                 required: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """(heatmap (N,H,W) of gradcam config ``cam``, predicted classes (N,)) from the ``heatmaps`` stage's
+    store, checked against the evaluated images; a missing config is an error (None if not ``required``)."""
+    path = params["gradcam"]["out"]
+    store = open_arrays(path)
+    check_names(store.attrs.get("names"), names, path)
+    preds = np.asarray(store["pred"][...])
+    if f"heatmap_{cam}" not in store:
+        if required:
+            raise SystemExit(f"{path} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
+        return None, preds
+    return np.asarray(store[f"heatmap_{cam}"][...]), preds
 
 
 # ------------------------------------------------------------------------------------------------
