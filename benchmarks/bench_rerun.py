@@ -6,7 +6,7 @@ report, quickly. Run it on an up-to-date pipeline (`bash scripts/run.sh` first):
     python benchmarks/bench_rerun.py                                  # strategies.fg_bg.bg_margin +1
     python benchmarks/bench_rerun.py --set strategies.foreground.n_fg=2
 
-Prints the stages that ran and the wall time of each `dvc repro`: the first with `--no-run-cache`
+Prints the stages that ran (each with its wall time, DVC's own bookkeeping after it included) and the wall time of each `dvc repro`: the first with `--no-run-cache`
 (the changed stages really run, even for a value tried before), the second after params.yaml is
 restored byte for byte (also on Ctrl-C or a failure), where DVC's run-cache puts the outputs back.
 """
@@ -27,15 +27,28 @@ PARAMS = Path("params.yaml")
 
 
 def _repro(*flags: str) -> tuple[float, list[str]]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    """Run `dvc repro`, streaming its output to time each stage (start of one to start of the next)."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", *flags], env=env, capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *flags], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    events: list[tuple[float, str]] = []  # (seconds since start, stage) for each stage DVC begins
+    tail: list[str] = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        tail = (tail + [line])[-60:]
+        ran = re.search(r"Running stage '([^']+)'", line)
+        restored = re.search(r"Stage '([^']+)' is cached - skipping run", line)
+        if ran or restored:
+            name = ran.group(1) if ran else f"{restored.group(1)} (from run-cache)"  # type: ignore[union-attr]
+            events.append((time.perf_counter() - start, name))
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"dvc repro failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    ran = re.findall(r"Running stage '([^']+)'", proc.stdout)
-    restored = re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", proc.stdout)
-    return seconds, ran + [f"{s} (from run-cache)" for s in restored]
+    if proc.wait() != 0:
+        raise SystemExit("dvc repro failed:\n" + "".join(tail))
+    ends = [t for t, _ in events[1:]] + [seconds]
+    stages = [f"{name} {end - t:.1f} s" for (t, name), end in zip(events, ends)]
+    if events:
+        stages.insert(0, f"[DVC before the first stage {events[0][0]:.1f} s]")
+    return seconds, stages
 
 
 def _set(params: dict, dotted: str, value: object) -> None:

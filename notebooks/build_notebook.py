@@ -182,7 +182,7 @@ recipe = {k: v for k, v in PARAMS["train"].items() if k != "checkpoint"}
 if FAST:
     recipe.update(epochs=1, batch_size=32)
 config = TrainConfig.from_params(recipe)
-model = build_classifier(**config.arch)
+model = build_classifier(**config.arch, seed=SEED)
 history = train_classifier(model, train_split, val_split, config, seed=SEED)
 scores = evaluate(model, test_split)
 print(f"trained {config.epochs} epochs in {history['seconds']:.0f} s; test accuracy {scores['accuracy']:.3f}")

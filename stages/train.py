@@ -20,7 +20,7 @@ def main() -> None:
     train_params, root, seed = params["train"], params["data"]["root"], int(params.get("seed", 0))
     config = TrainConfig.from_params(train_params)
     splits = {split: load_split(root, split) for split in SPLITS}
-    model = build_classifier(**config.arch)
+    model = build_classifier(**config.arch, seed=seed)
     history = train_classifier(model, splits["train"], splits["val"], config, seed=seed)
     start = time.perf_counter()
     scores = {split: evaluate(model, arrays) for split, arrays in splits.items()}

@@ -4,6 +4,7 @@ and checkpoints (round trip, atomicity, missing/corrupt files). Tiny data, one t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -96,13 +97,36 @@ def test_training_overfits_a_handful_and_is_deterministic(tiny: Path) -> None:
     assert not model.training
 
     small = TrainConfig(epochs=1, batch_size=8, threads=1)
-    m1, m2 = build_classifier(), build_classifier()
-    m2.load_state_dict(m1.state_dict())
+    torch.rand(3)  # the global RNG's state must not matter
+    m1 = build_classifier(seed=5)
+    m2 = build_classifier(seed=5)
+    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(p1, p2), "the same seed must give the same initial weights"
+    assert not torch.equal(build_classifier(seed=6).conv1.weight, m1.conv1.weight)
     h1 = train_classifier(m1, train, load_split(tiny, "val"), small, seed=5, progress=False)
     h2 = train_classifier(m2, train, load_split(tiny, "val"), small, seed=5, progress=False)
     assert h1["epochs"][0]["val_accuracy"] == h2["epochs"][0]["val_accuracy"]
     for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(p1, p2)
+
+
+@pytest.mark.parametrize("pct_start", [0.25, 0.5, 0.1, 0.3])
+def test_onecycle_schedule_runs_for_any_number_of_steps(pct_start: float) -> None:
+    """Short runs too: torch's OneCycleLR divides by zero when pct_start * steps == 1 (e.g. 4 steps at 0.25)."""
+    from camprompt.classifier import _make_scheduler
+
+    for steps in range(1, 25):
+        param = nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([param], lr=0.1)
+        sched = _make_scheduler(opt, TrainConfig(lr=0.1, pct_start=pct_start), steps)
+        lrs = []
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        assert all(math.isfinite(lr) and 0 < lr <= 0.1 for lr in lrs), (steps, lrs)
+    with pytest.raises(ValueError, match="pct_start"):
+        _make_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), TrainConfig(pct_start=1.0), 10)
 
 
 def test_train_rejects_bad_input() -> None:

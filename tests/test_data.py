@@ -244,6 +244,39 @@ def test_dataset_items(dataset: Path) -> None:
     assert (dataset / "labels/val" / f"{arrays.names[0]}.txt").read_text().strip() == CLASSES[arrays.labels[0]]
 
 
+def test_dataset_feeds_a_dataloader(dataset: Path) -> None:
+    """A map-style dataset without torch's base class: DataLoader, Subset and random_split take it."""
+    from torch.utils.data import DataLoader, Subset, random_split
+
+    def to_tensor(im: Image.Image) -> torch.Tensor:
+        return normalize(np.asarray(im))[0]
+
+    ds = SyntheticShapes(dataset, "val", transform=to_tensor)
+    images, labels, masks = next(iter(DataLoader(ds, batch_size=4, shuffle=False)))
+    assert images.shape == (4, 3, 48, 64) and images.dtype == torch.float32
+    assert labels.tolist() == ds.labels[:4].tolist() and masks.shape == (4, 48, 64) and masks.dtype == torch.bool
+    first, rest = random_split(ds, [2, len(ds) - 2], generator=torch.Generator().manual_seed(0))
+    assert len(first) == 2 and len(rest) == len(ds) - 2
+    assert Subset(ds, [3])[0][1] == ds.labels[3]
+
+
+def test_reading_the_data_imports_no_torch() -> None:
+    """The read-only stages (metrics, report) skip torch's 1.3 s import; torch loads only for tensors."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy\n"
+            "import camprompt.data, camprompt.metrics, camprompt.pipelines, camprompt.report\n"
+            "for stage in ('stages/metrics.py', 'stages/report.py'):\n"
+            "    runpy.run_path(stage, run_name='imported')  # top-level imports only, main() not run\n"
+            "print('torch' in sys.modules)\n"
+            "camprompt.data.normalize(__import__('numpy').zeros((1, 2, 2, 3), 'uint8'))\n"
+            "print('torch' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
+
+
 def test_missing_split(dataset: Path, tmp_path: Path) -> None:
     root = _copy(dataset, tmp_path)
     shutil.rmtree(root / "masks" / "test")

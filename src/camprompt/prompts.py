@@ -34,13 +34,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import cv2
 import numpy as np
-import torch
 from scipy import ndimage as ndi
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where a classifier is run, so point placement alone does without it
+    import torch
+    from torch import nn
 
 __all__ = [
     "FG_LABEL",
@@ -273,17 +275,19 @@ class ClassifierJudge:
     def __init__(self, model: nn.Module, normalize: Callable[[np.ndarray], torch.Tensor], batch_size: int = 256) -> None:
         self.model, self.normalize, self.batch_size = model, normalize, int(batch_size)
 
-    @torch.no_grad()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode."""
+        import torch
+
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
         try:
-            parts = [
-                torch.softmax(self.model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
-                for i in range(0, len(images), self.batch_size)
-            ]
+            with torch.no_grad():
+                parts = [
+                    torch.softmax(self.model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
+                    for i in range(0, len(images), self.batch_size)
+                ]
         finally:
             self.model.train(was_training)
         return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))

