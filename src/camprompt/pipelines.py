@@ -167,6 +167,8 @@ class BasicSamPipeline:
 
     def segment_with_scores(self, images: Tensor, point_coords: Any, point_labels: Any) -> tuple[Tensor, np.ndarray]:
         """Like :meth:`segment`, plus SAM's predicted IoU of each chosen mask (float32 (B,))."""
+        import torch
+
         images = check_images(images)
         coords, labels = check_points(point_coords, point_labels, images.shape[0])
         uint8 = denormalize(images)
@@ -184,8 +186,6 @@ class BasicSamPipeline:
                 raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
             k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep], labels[i][keep])
             masks[i], scores[i] = proposals[k], float(ious[k])
-        import torch
-
         return torch.from_numpy(masks), scores
 
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,

@@ -449,7 +449,7 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     Every file is checked against ``model.json``'s sha256 on load. ``encoder`` picks the encoder
     file of the directory (e.g. an int8-quantised copy). The decoder used is the multimask patch,
-    whose 4 candidates are selected like ``SamPredictor`` does (0 single, 1..3 multimask), pruned to
+    whose 4 candidates are selected like ``SamPredictor`` does (0 single, 1..3 multimask), run with
     its mask up-scaling folded into two MatMuls (:func:`camprompt.sam_onnx.fold_mask_upscaling`).
     """
 
@@ -457,9 +457,8 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 2, cache_size: int = DEFAULT_CACHE_SIZE,
                  encoder: str = "encoder.onnx", providers: Sequence[str] | None = None, embedding_dtype: str = "float32") -> None:
-        import onnxruntime as ort
-
         import onnx
+        import onnxruntime as ort
 
         from camprompt.sam_onnx import MULTI_OUTPUTS, UPSCALE_INPUTS, fold_mask_upscaling, session_options
         from camprompt.sam_onnx import providers as default_providers
