@@ -6,9 +6,11 @@ report, quickly. Run it on an up-to-date pipeline (`bash scripts/run.sh` first):
     python benchmarks/bench_rerun.py                                  # strategies.fg_bg.bg_margin +1
     python benchmarks/bench_rerun.py --set strategies.foreground.n_fg=2
 
-Prints the stages that ran (each with its wall time, DVC's own bookkeeping after it included) and the wall time of each `dvc repro`: the first with `--no-run-cache`
-(the changed stages really run, even for a value tried before), the second after params.yaml is
-restored byte for byte (also on Ctrl-C or a failure), where DVC's run-cache puts the outputs back.
+Prints the wall time of each `dvc repro` and the stages that ran, each with its own wall time (from
+its start to the next stage's, so DVC's bookkeeping after it is included): the first repro with
+`--no-run-cache` (the changed stages really run, even for a value tried before), the second after
+params.yaml is restored byte for byte (also on Ctrl-C or a failure), where DVC's run-cache puts the
+outputs back.
 """
 
 from __future__ import annotations
