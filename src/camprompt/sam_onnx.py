@@ -211,8 +211,9 @@ def fold_mask_upscaling(model: onnx.ModelProto) -> onnx.ModelProto:
     padding and a bilinear resize to the image. Each step is linear and separable, so the three fold
     into one (H,256) and one (256,W) matrix (:func:`camprompt.sam.upscale_matrices`), fed as inputs
     ``upscale_rows``/``upscale_cols`` in place of ``orig_im_size``. Why: on a 2-core CPU the graph's
-    own two tails (the selected mask and the 4 candidates, each through 1024x1024) were a third of
-    a decoder call for a 48x64 image; the MatMuls cost ~0.2 ms, and give the same masks (tested).
+    own two tails (the selected mask and the 4 candidates, each through 1024x1024) were ~15% of a
+    decoder call for a 48x64 image (``benchmarks/bench_decoder.py``); the MatMuls cost ~0.2 ms and
+    give the same masks (tested).
     Done inside the graph, not in numpy, because numpy's BLAS threads spin after each call and
     then fight onnxruntime's for the cores (measured: decoder calls twice as slow).
     Outputs stay :data:`MULTI_OUTPUTS`; the original single-mask outputs are dropped.
