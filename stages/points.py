@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 
-
 from camprompt.artifacts import load_arrays, load_params, save_arrays
 from camprompt.data import load_split, normalize
 from camprompt.pipelines import build_pipeline, check_names, load_heatmap, region_store, strategy_dir, strategy_params

@@ -222,11 +222,12 @@ class ForegroundPointsPipeline(BasicSamPipeline):
 
     def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
                  config: PromptConfig | None = None, batch_size: int = 32, progress: bool = False) -> None:
-        from torch import nn
-
         super().__init__(predictor, progress=progress)
-        if classifier is not None and not isinstance(classifier, nn.Module):
-            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        if classifier is not None:
+            from torch import nn  # only here: placing points from stored regions needs no torch
+
+            if not isinstance(classifier, nn.Module):
+                raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         self._classifier = classifier
         self.cam = dict(cam or {"method": "gradcam", "layers": ["layer2"]})
         self.config = config or PromptConfig()
@@ -313,10 +314,14 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         """
         images = check_images(images)
         heatmaps, targets = self._cams(images, heatmaps, targets)
+        return self._search(images, denormalize(images), heatmaps, targets)
+
+    def _search(self, images: Tensor, uint8: np.ndarray, heatmaps: np.ndarray,
+                targets: np.ndarray | None) -> list[RegionChoice]:
+        """:meth:`regions` on checked inputs (``uint8`` = the images un-normalised, made once by the caller)."""
         targets = self.predict_classes(images) if targets is None else targets
         if targets.shape != (images.shape[0],):
             raise ValueError(f"targets must be ({images.shape[0]},), got {targets.shape}")
-        uint8 = denormalize(images)
         finder = self.finder
         choices: list[RegionChoice] = []
         try:
@@ -342,11 +347,11 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         """
         images = check_images(images)
         heatmaps, targets = self._cams(images, heatmaps, targets)
+        uint8 = denormalize(images)
         if regions is None:
-            choices = self.regions(images, heatmaps, targets)
+            choices = self._search(images, uint8, heatmaps, targets)
         else:
             choices = _given_regions(regions, seeds, heatmaps.shape)
-        uint8 = denormalize(images)
         results = [place_points(img, heat, c, self.config) for img, heat, c in zip(uint8, heatmaps, choices)]
         self.last_results = results
         return pack_points([r.fg for r in results], [self._background(r, uint8[i], heatmaps[i]) for i, r in enumerate(results)])

@@ -604,11 +604,6 @@ class PromptFinder:
         ])
         return [self._choose(img, h, c, ev) for img, h, c, ev in zip(images, heats, cands, evidence)]
 
-    def find(self, images: np.ndarray, heats: np.ndarray, targets: Sequence[int]) -> list[PromptResult]:
-        """Points for every image of a batch: :meth:`regions`, then :func:`place_points`."""
-        choices = self.regions(images, heats, targets)
-        return [place_points(img, h, c, self.cfg) for img, h, c in zip(np.asarray(images), np.asarray(heats), choices)]
-
     def _choose(self, image: np.ndarray, heat: np.ndarray, cands: list[np.ndarray],
                 evidence: Mapping[str, np.ndarray]) -> RegionChoice:
         cfg = self.cfg
