@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from camprompt.artifacts import load_arrays, load_params, save_arrays
-from camprompt.data import load_split, normalize
+from camprompt.data import load_split
 from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, strategy_dir, strategy_params
 
 BATCH = 64
@@ -29,14 +29,14 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images)
     pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None,
                               cam_configs=params.get("gradcam", {}).get("configs"), search_configs=params.get("searches"))
-    images = normalize(split.images)
+    images = split.images
     masks, scores = [], []
     from tqdm.auto import tqdm
 
     for start in tqdm(range(0, len(images), BATCH), desc=f"masks@{name}", unit="batch"):
         stop = start + BATCH
-        m, s = pipeline.segment_with_scores(images[start:stop], arrays["coords"][start:stop], arrays["labels"][start:stop])
-        masks.append(m.numpy())
+        m, s = pipeline.segment_rgb(images[start:stop], arrays["coords"][start:stop], arrays["labels"][start:stop])
+        masks.append(m)
         scores.append(s)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
     out = {

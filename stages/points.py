@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from camprompt.artifacts import load_arrays, load_params, save_arrays
-from camprompt.data import load_split, normalize
+from camprompt.data import load_split
 from camprompt.pipelines import build_pipeline, check_names, load_heatmap, region_store, strategy_dir, strategy_params
 
 
@@ -23,10 +23,9 @@ def main(name: str) -> None:
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     pipeline = build_pipeline(name, strat, predictor=None, classifier=None,
                               cam_configs=params["gradcam"]["configs"], search_configs=params.get("searches"))
-    images = normalize(split.images)
     cam = None
     if strat["pipeline"] == "basic":
-        coords, labels = pipeline.points(images)
+        coords, labels = pipeline.points_rgb(split.images)
     else:
         if "search" not in strat:
             raise SystemExit(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
@@ -38,7 +37,7 @@ def main(name: str) -> None:
             raise SystemExit(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
         cam = rattrs["cam"]
         heat, _ = load_heatmap(params, cam, split.names)
-        coords, labels = pipeline.points(images, heatmaps=heat, regions=found["regions"], seeds=found["seeds"])  # type: ignore[call-arg]
+        coords, labels = pipeline.points_rgb(split.images, heatmaps=heat, regions=found["regions"], seeds=found["seeds"])  # type: ignore[call-arg]
     attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam}
     save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels}, attrs)
     fg = float((labels == 1).sum(1).mean()) if len(labels) else 0.0

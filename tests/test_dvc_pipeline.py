@@ -113,6 +113,23 @@ def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
     assert json.loads(status.stdout or "{}") == {}
 
 
+def _readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = (REPO / "README.md").read_text()
+    found = re.search(rf"^{re.escape(heading)}\n.*?^```python\n(.*?)^```", text, re.S | re.M)
+    assert found, f"README has no python block under {heading!r}"
+    return found.group(1)
+
+
+def test_readme_python_api_runs(tiny_repo: Path) -> None:
+    """The README's Python API example, verbatim, on the tiny pipeline's artifacts (data, classifier)."""
+    _dvc(tiny_repo, "repro")  # a no-op after the test above; builds the artifacts when run alone
+    code = _readme_block("## Python API") + "\nprint('shapes', tuple(pred.shape), tuple(sam_iou.shape))\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tiny_repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "shapes (8, 48, 64) (8,)" in proc.stdout, proc.stdout[-2000:]
+
+
 def test_changing_one_strategy_reruns_only_its_chain(tiny_repo: Path) -> None:
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
     candidates = [n for n, s in params["strategies"].items() if n != "basic"]

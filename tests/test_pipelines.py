@@ -350,7 +350,7 @@ def test_pipeline_inputs_are_images_only(monkeypatch) -> None:
     for them); they can reach no ground truth."""
     allowed = {"images", "heatmaps", "targets", "point_coords", "point_labels", "regions", "seeds"}
     for cls in (BasicSamPipeline, ForegroundPointsPipeline, ForegroundBackgroundPipeline):
-        for method in ("__call__", "points", "segment", "regions"):
+        for method in ("__call__", "points", "segment", "segment_with_scores", "regions", "points_rgb", "segment_rgb"):
             if hasattr(cls, method):
                 names = set(inspect.signature(getattr(cls, method)).parameters) - {"self"}
                 assert names <= allowed, (cls, method, names)
@@ -370,6 +370,79 @@ def test_pipeline_inputs_are_images_only(monkeypatch) -> None:
         assert pipe.segment(images, coords, labels).shape == (2, H, W)
 
 
+@pytest.mark.parametrize("cls", [BasicSamPipeline, ForegroundBackgroundPipeline])
+def test_rgb_methods_do_what_the_tensor_methods_do(cls) -> None:
+    """points_rgb/segment_rgb (uint8 arrays, the DVC stages' path) == points/segment (normalised tensors)."""
+    images, raw, masks = _batch(3)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    pipe = BasicSamPipeline(FakeSam()) if cls is BasicSamPipeline else _fg_pipeline(cls)
+    extra = {} if cls is BasicSamPipeline else {"heatmaps": heat}  # targets left out: the classifier's
+    coords, labels = pipe.points(images, **extra)
+    got = pipe.points_rgb(raw, **extra)
+    np.testing.assert_array_equal(got[0], coords)
+    np.testing.assert_array_equal(got[1], labels)
+    want, want_scores = pipe.segment_with_scores(images, coords, labels)
+    masks_rgb, scores = pipe.segment_rgb(raw, coords, labels)
+    assert isinstance(masks_rgb, np.ndarray) and masks_rgb.dtype == bool and masks_rgb.any()
+    np.testing.assert_array_equal(masks_rgb, want.numpy())
+    np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_rgb_methods_reject_what_is_not_uint8_rgb() -> None:
+    images, raw, _ = _batch(1)
+    pipe = BasicSamPipeline(FakeSam())
+    coords, labels = pipe.points_rgb(raw)
+    with pytest.raises(TypeError, match="numpy array"):
+        pipe.segment_rgb(images, coords, labels)
+    with pytest.raises(TypeError, match="dtype float32"):
+        pipe.points_rgb(raw.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(B,H,W,3\), got \(48, 64, 3\). For one image use images\[None\]"):
+        pipe.segment_rgb(raw[0], coords, labels)
+    with pytest.raises(ValueError, match=r"\(B,H,W,3\)"):
+        pipe.points_rgb(np.ascontiguousarray(raw.transpose(0, 3, 1, 2)))
+    with pytest.raises(ValueError, match="point_coords"):
+        pipe.segment_rgb(raw, coords[:, :, :1], labels)
+
+
+def test_placing_points_and_segmenting_arrays_imports_no_torch() -> None:
+    """points@S and masks@S run on uint8 arrays: placing stored regions' points and decoding need no
+    torch, whose import was ~2 s of each stage in a one-knob re-run."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import json, runpy, sys
+import numpy as np
+from camprompt.pipelines import ForegroundBackgroundPipeline
+from camprompt.prompts import PromptConfig
+
+class Sam:
+    def set_image(self, image):
+        self.shape = image.shape[:2]
+
+    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+        m = np.zeros((3, *self.shape), bool)
+        m[:, 10:20, 10:20] = True
+        return m, np.array([0.5, 0.6, 0.7], np.float32), np.zeros((3, 256, 256), np.float32)
+
+rgb = np.zeros((2, 48, 64, 3), np.uint8)
+rgb[:, 10:20, 10:20] = 200
+heat = np.zeros((2, 48, 64), np.float32)
+heat[:, 12:18, 12:18] = 1.0
+pipe = ForegroundBackgroundPipeline(Sam(), None, config=PromptConfig(n_bg=2))
+coords, labels = pipe.points_rgb(rgb, heatmaps=heat, regions=rgb[..., 0] > 0, seeds=np.full((2, 2), 15.0))
+masks, scores = pipe.segment_rgb(rgb, coords, labels)
+for stage in ("stages/points.py", "stages/masks.py"):
+    runpy.run_path(stage, run_name="imported")  # top-level imports only, main() not run
+print(json.dumps({"labels": labels.tolist(), "mask_pixels": int(masks.sum()), "torch": "torch" in sys.modules}))
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"labels": [[1, 0, 0], [1, 0, 0]], "mask_pixels": 200, "torch": False}
+
+
 def test_points_shape_errors() -> None:
     images, _, _ = _batch(2)
     pipe = _fg_pipeline()
@@ -387,6 +460,11 @@ def test_build_pipeline() -> None:
     assert isinstance(fg, ForegroundPointsPipeline) and fg.config.n_fg == 2
     both = build_pipeline("b", {"pipeline": "fg_bg", "n_bg": 3}, predictor=sam, classifier=clf, cam_configs=CAMS)
     assert isinstance(both, ForegroundBackgroundPipeline) and both.config.n_bg == 3
+    # with no config (the README's `ForegroundBackgroundPipeline(predictor, model)`) or no n_bg, each
+    # pipeline gets the knobs it needs: background points for fg_bg, none for foreground
+    assert build_pipeline("b", {"pipeline": "fg_bg"}, predictor=sam, classifier=clf, cam_configs=CAMS).config.n_bg == 2
+    assert ForegroundBackgroundPipeline(sam, clf).config == PromptConfig(n_bg=2)
+    assert ForegroundPointsPipeline(sam, clf).config == PromptConfig()
     with pytest.raises(ValueError, match="'pipeline' must be one of"):
         build_pipeline("x", {"pipeline": "magic"}, predictor=sam)
     with pytest.raises(ValueError, match="not a gradcam config"):

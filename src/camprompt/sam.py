@@ -205,7 +205,8 @@ class EmbeddingStore:
     """Read access to an ``embeddings.zarr`` store (written by ``stages/embeddings.py``), row by row.
 
     Rows are read ``block`` at a time: the stages walk the store in order, and one Zarr call for
-    16 neighbours instead of one per row cut a row's read from 7.9 to 6.0 ms (500 test embeddings).
+    16 neighbours instead of one per row cut a row's read from 7.9 to 6.0 ms (500 test embeddings,
+    zstd-compressed; stores are now written uncompressed, see :func:`write_embeddings`).
     """
 
     block = 16
@@ -624,7 +625,9 @@ def write_embeddings(path: str | os.PathLike[str], predictor: BaseSamPredictor, 
     """Encode ``images`` (uint8 (N,H,W,3), one size) and stream them into an ``embeddings.zarr`` store, atomically.
 
     Rows are written as they are encoded (one 2 MiB chunk each, so ``set_image`` reads one row), so
-    memory stays flat for any N. Schema: docs/ARCHITECTURE.md.
+    memory stays flat for any N. Uncompressed: encoder features barely compress (zstd saved 7%), and
+    decompressing was most of a row's read (500 rows: 2.0 s zstd, 0.4 s raw), paid by every
+    ``masks@S`` re-run. Schema: docs/ARCHITECTURE.md.
     """
     import zarr
     from tqdm.auto import tqdm
@@ -643,7 +646,7 @@ def write_embeddings(path: str | os.PathLike[str], predictor: BaseSamPredictor, 
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         array = group.create_array("embeddings", shape=(len(images), *EMBEDDING_SHAPE), dtype=dtype,
-                                   chunks=(1, *EMBEDDING_SHAPE))
+                                   chunks=(1, *EMBEDDING_SHAPE), compressors=None)
         for i in tqdm(range(len(images)), desc="sam embeddings", unit="img", disable=not progress):
             array[i] = predictor.embed_images(images[i:i + 1])[0].astype(dtype)
         group.attrs.update({
