@@ -29,13 +29,12 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images)
     pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None,
                               cam_configs=params.get("gradcam", {}).get("configs"), search_configs=params.get("searches"))
-    images = split.images
     masks, scores = [], []
     from tqdm.auto import tqdm
 
-    for start in tqdm(range(0, len(images), BATCH), desc=f"masks@{name}", unit="batch"):
+    for start in tqdm(range(0, len(split.images), BATCH), desc=f"masks@{name}", unit="batch"):
         stop = start + BATCH
-        m, s = pipeline.segment_rgb(images[start:stop], arrays["coords"][start:stop], arrays["labels"][start:stop])
+        m, s = pipeline.segment_rgb(split.images[start:stop], arrays["coords"][start:stop], arrays["labels"][start:stop])
         masks.append(m)
         scores.append(s)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,6 +38,7 @@ from camprompt.prompts import (
     PromptFinder,
     PromptResult,
     RegionChoice,
+    eval_no_grad,
     pack_points,
     place_points,
     region_features,
@@ -266,7 +267,7 @@ class ForegroundPointsPipeline(BasicSamPipeline):
                 raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         self._classifier = classifier
         self.cam = dict(cam or {"method": "gradcam", "layers": ["layer2"]})
-        self.config = config or PromptConfig(**self.default_knobs)
+        self.config = config or self.config_from({})
         self._check_config()
         self.batch_size = int(batch_size)
         self._current: bytes | None = None
@@ -284,6 +285,11 @@ class ForegroundPointsPipeline(BasicSamPipeline):
     def finder(self) -> PromptFinder:
         sam = self._sam_proposals if self.config.use_sam else None
         return PromptFinder(self.config, ClassifierJudge(self.classifier, normalize), sam)
+
+    @classmethod
+    def config_from(cls, params: Mapping[str, Any]) -> PromptConfig:
+        """``PromptConfig.from_params`` of strategy ``params`` over this pipeline's :attr:`default_knobs`."""
+        return PromptConfig.from_params({**cls.default_knobs, **params})
 
     def _check_config(self) -> None:
         if self.config.n_bg != 0:
@@ -316,16 +322,8 @@ class ForegroundPointsPipeline(BasicSamPipeline):
 
     def predict_classes(self, images: Tensor) -> np.ndarray:
         """The classifier's predicted class per image (the class Grad-CAM explains)."""
-        import torch
-
-        was_training = self.classifier.training
-        self.classifier.eval()
-        try:
-            device = next(self.classifier.parameters()).device
-            with torch.no_grad():
-                return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)
-        finally:
-            self.classifier.train(was_training)
+        with eval_no_grad(self.classifier) as device:
+            return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)
 
     # -- prompts ------------------------------------------------------------------------------
     def _cams(self, uint8: np.ndarray, images: Tensor | None, heatmaps: np.ndarray | None,
@@ -336,7 +334,7 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         """
         batch, height, width = uint8.shape[:3]
         if heatmaps is None:
-            heatmaps, cam_targets = self.heatmaps(normalize(uint8) if images is None else images)
+            heatmaps, cam_targets = self.heatmaps(_normalised(uint8, images))
             targets = cam_targets if targets is None else targets
         heatmaps = np.asarray(heatmaps, dtype=np.float32)
         if heatmaps.shape != (batch, height, width):
@@ -359,7 +357,7 @@ class ForegroundPointsPipeline(BasicSamPipeline):
                 targets: np.ndarray | None) -> list[RegionChoice]:
         """:meth:`regions` on checked inputs (``images``/``uint8`` as in :meth:`_cams`)."""
         if targets is None:
-            targets = self.predict_classes(normalize(uint8) if images is None else images)
+            targets = self.predict_classes(_normalised(uint8, images))
         if targets.shape != (len(uint8),):
             raise ValueError(f"targets must be ({len(uint8)},), got {targets.shape}")
         finder = self.finder
@@ -398,6 +396,7 @@ class ForegroundPointsPipeline(BasicSamPipeline):
     def _points(self, uint8: np.ndarray, images: Tensor | None, heatmaps: np.ndarray | None,
                 targets: Sequence[int] | np.ndarray | None, regions: np.ndarray | None,
                 seeds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`points` and :meth:`points_rgb` on checked images (``uint8``/``images`` as in :meth:`_cams`)."""
         heatmaps, targets = self._cams(uint8, images, heatmaps, targets)
         if regions is None:
             choices = self._search(uint8, images, heatmaps, targets)
@@ -432,6 +431,11 @@ class ForegroundPointsPipeline(BasicSamPipeline):
             f = region_features(image, heat, m, self.config.colour_tol)
             total.append(float(s) + self.config.w_mask_colour * (f["homogeneity"] + f["contrast"]))
         return int(np.argmax(total)) if np.isfinite(total).any() else int(np.argmax(scores))
+
+
+def _normalised(uint8: np.ndarray, images: Tensor | None) -> Tensor:
+    """The classifier's input: the caller's normalised batch, or made from the uint8 one (the *_rgb path)."""
+    return normalize(uint8) if images is None else images
 
 
 def _given_regions(regions: Any, seeds: Any, shape: tuple[int, ...]) -> list[RegionChoice]:
@@ -507,9 +511,8 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
     cams = dict(cam_configs or {})
     if cam_name not in cams:
         raise ValueError(f"strategy {name!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
-    cls = PIPELINES[kind]
-    config = PromptConfig.from_params({**getattr(cls, "default_knobs", {}), **params})
-    return cls(predictor, classifier, cam=cams[cam_name], config=config, progress=progress)  # type: ignore[call-arg]
+    cls = cast("type[ForegroundPointsPipeline]", PIPELINES[kind])  # basic returned above
+    return cls(predictor, classifier, cam=cams[cam_name], config=cls.config_from(params), progress=progress)
 
 
 def resolve_strategy(name: str, strategy_params: Mapping[str, Any],

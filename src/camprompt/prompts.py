@@ -32,7 +32,8 @@ propose -> verify -> place recipe:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -56,6 +57,7 @@ __all__ = [
     "PLACEMENT_KNOBS",
     "place_points",
     "ClassifierJudge",
+    "eval_no_grad",
     "check_heatmap",
     "is_flat",
     "heatmap_seeds",
@@ -265,6 +267,21 @@ def isolate_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+@contextmanager
+def eval_no_grad(model: nn.Module) -> Iterator[torch.device]:
+    """Run ``model`` in eval mode without autograd, yielding its device; its train/eval flag is restored
+    after, even on an error (the pipelines query a classifier the caller may still be training)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
 class ClassifierJudge:
     """Scores candidate regions by how the classifier reacts when they are removed or kept alone.
 
@@ -279,17 +296,11 @@ class ClassifierJudge:
         """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode."""
         import torch
 
-        was_training = self.model.training
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        try:
-            with torch.no_grad():
-                parts = [
-                    torch.softmax(self.model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
-                    for i in range(0, len(images), self.batch_size)
-                ]
-        finally:
-            self.model.train(was_training)
+        with eval_no_grad(self.model) as device:
+            parts = [
+                torch.softmax(self.model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
+                for i in range(0, len(images), self.batch_size)
+            ]
         return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
 
     def evidence(self, jobs: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> list[dict[str, np.ndarray]]:
