@@ -3,7 +3,8 @@
 Why: the promise of camprompt is that ``dvc repro`` runs the whole DAG, that a second run does
 nothing, that changing one strategy's params re-runs exactly that strategy's
 ``points``/``masks``/``metrics`` stages and the report, and that changing a search config re-runs
-its ``regions`` and what reads them -- never the classifier, Grad-CAM or the SAM encoder. Only a
+its ``regions`` and what reads them -- never the classifier, Grad-CAM or the SAM encoder -- and that
+a run interrupted with Ctrl-C leaves no half-written artifact and resumes where it stopped. Only a
 real ``dvc repro`` can show that.
 """
 
@@ -13,8 +14,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,13 +35,17 @@ def _tracked_files() -> list[str]:
     return [p for p in out.split("\0") if p and (REPO / p).is_file()]
 
 
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["DVC_NO_ANALYTICS"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
+    return env
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -162,3 +169,54 @@ def test_changing_a_search_reruns_its_regions_never_the_models(tiny_repo: Path) 
     allowed = {f"regions@{search}", "report"} | {f"{stage}@{name}" for name in params["strategies"]
                                                  for stage in ("points", "masks", "metrics")}
     assert ran <= allowed, ran - allowed
+
+
+def _running(command: str) -> bool:
+    """Whether a process whose command line contains ``command`` runs (Linux /proc)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if command in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return True
+        except OSError:  # the process ended while we looked
+            continue
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists() or os.name != "posix", reason="needs Linux /proc and signals")
+def test_interrupted_repro_leaves_no_partial_artifact_and_resumes(tiny_repo: Path) -> None:
+    """Ctrl-C while ``masks@S`` runs: no half-written output, and the next repro starts at ``masks@S``."""
+    _dvc(tiny_repo, "repro")  # up to date (a no-op after the tests above)
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    name = next(n for n in params["strategies"] if n != "basic")
+    _bump_one_knob(params["strategies"][name])
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    # Its own process group, so the SIGINT reaches DVC and the stage, like Ctrl-C in a terminal.
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=tiny_repo, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if f"Running stage 'masks@{name}'" in line:
+                deadline = time.monotonic() + 60
+                while not _running(f"stages/masks.py {name}") and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        out = "".join(lines) + proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert f"Running stage 'masks@{name}'" in out, out[-3000:]
+    assert proc.returncode != 0, f"the repro was not interrupted:\n{out[-3000:]}"
+
+    folder = tiny_repo / "data" / "strategies" / name
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "a temporary was left behind"
+    assert not (folder / "masks.zarr").exists(), "masks.zarr exists although its stage was interrupted"
+    pending = set(json.loads(_dvc(tiny_repo, "status", "--json").stdout or "{}"))
+    assert pending == {f"masks@{name}", f"metrics@{name}", "report"}, pending  # points@S is done and locked
+
+    ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
+    assert ran == {f"masks@{name}", f"metrics@{name}", "report"}, ran
+    assert json.loads((tiny_repo / "metrics" / f"{name}.json").read_text())["n_images"] == 4

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
-import sys
 from pathlib import Path
 
 import nbformat
@@ -95,6 +94,7 @@ def test_notebook_runs_headless_in_fast_mode(tmp_path: Path) -> None:
     assert not errors
     text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
     assert "mean IoU" in text and "test accuracy" in text
+    assert "SAM encoder runs during the evaluation: 0 " in text  # the pipelines reuse the stored embeddings
     shown = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(shown) >= 4  # dataset, Grad-CAM, SAM, worst cases
     assert any("| strategy |" in o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))

@@ -2,7 +2,9 @@
 
 Why one module: every DVC stage writes its outputs through here, so a crash (Ctrl-C, OOM, power
 loss) never leaves a half-written artifact that DVC or a later stage could mistake for a good one.
-Everything is first written to a hidden temporary sibling and then renamed into place.
+Everything is first written to a hidden temporary sibling and then renamed into place; a writer
+killed outright (SIGKILL, the OOM killer) cannot clean up, so the next write of the same path sweeps
+its leftovers (they would otherwise sit inside folders that later stages hash as deps).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
@@ -32,6 +35,28 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (outside POSIX: assumed so, nothing is swept)."""
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_leftovers(path: Path) -> None:
+    """Delete the temporaries of ``path`` whose writer process is gone (killed before it could clean up)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|old)-(\d+)-[0-9a-f]{{8}}")
+    for entry in path.parent.iterdir():
+        found = pattern.fullmatch(entry.name)
+        if found and not _alive(int(found.group(1))):
+            _remove(entry)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success move it onto ``path``.
@@ -39,9 +64,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Works for files and directories. On any exception the temporary is deleted and ``path`` is left
     exactly as it was. Replacing an existing directory takes two renames (old aside, new in), so the
     window in which ``path`` is absent is a few microseconds and never shows partial content.
+    Temporaries of ``path`` left by a killed writer are deleted first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(path)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.tmp-{tag}")
     try:
