@@ -1,12 +1,15 @@
-"""Time one SAM decoder call: the patched ONNX graph as stored vs with its mask up-scaling folded.
+"""Time SAM decoder calls: the patched ONNX graph as stored, folded, and folded with calls side by side.
 
 Usage: ``python benchmarks/bench_decoder.py [--calls 40] [--rounds 5] [--threads 2]``
 
 "as stored" is how ``OnnxSamPredictor`` decoded before: ``decoder_multimask.onnx``, including its
-two Resize-to-1024x1024 tails. "folded" is what it runs now: ``camprompt.sam_onnx.fold_mask_upscaling``
-(the tails pruned, the up-scaling done by two MatMuls with ``camprompt.sam.upscale_matrices``).
-The two run in alternation, round by round, so that the drift of a shared machine hits both alike; the medians of the per-round means
-are printed, with the number of mask pixels on which the two disagree (expected: 0).
+two Resize-to-1024x1024 tails. "folded" is what ``predict`` runs: ``camprompt.sam_onnx.fold_mask_upscaling``
+(the tails pruned, the up-scaling done by two MatMuls with ``camprompt.sam.upscale_matrices``), one
+call at a time on a ``--threads`` session. "concurrent" is what ``predict_many`` (the masks stages)
+runs: the folded graph in one single-threaded session, called from ``--threads`` threads at once.
+The three run in alternation, round by round, so that the drift of a shared machine hits all alike;
+the medians of the per-round means (wall time per decoded image) are printed, with the number of
+mask pixels on which each disagrees with "as stored" (expected: 0).
 Uses the embeddings of ``data/embeddings.zarr`` when the pipeline has run, else random ones.
 """
 
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +52,9 @@ def main() -> None:
     whole_model = onnx.load(str(model_dir / "decoder_multimask.onnx"))
     opts = session_options(args.threads)
     whole = ort.InferenceSession(whole_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    folded = ort.InferenceSession(fold_mask_upscaling(whole_model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    folded_bytes = fold_mask_upscaling(whole_model).SerializeToString()
+    folded = ort.InferenceSession(folded_bytes, opts, providers=["CPUExecutionProvider"])
+    single = ort.InferenceSession(folded_bytes, session_options(1), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     embs = embeddings(args.calls)
     points = to_input_coords(rng.uniform([8, 8], [SIZE[1] - 8, SIZE[0] - 8], size=(len(embs), 2)), SIZE)
@@ -61,23 +68,32 @@ def main() -> None:
     def run_whole(f: dict) -> np.ndarray:
         return whole.run(list(MULTI_OUTPUTS), f)[0][0, 1:4] > 0
 
-    def run_folded(f: dict) -> np.ndarray:
+    def run_folded(f: dict, session: ort.InferenceSession = folded) -> np.ndarray:
         feeds = {k: v for k, v in f.items() if k != "orig_im_size"} | upscale
-        return folded.run(list(MULTI_OUTPUTS), feeds)[0][0, 1:4] > 0
+        return session.run(list(MULTI_OUTPUTS), feeds)[0][0, 1:4] > 0
 
-    differ = sum(int((run_whole(f) != run_folded(f)).sum()) for f in feeds)
-    times: dict[str, list[float]] = {"as stored": [], "folded": []}
+    def run_all(fn: Callable[[dict], np.ndarray]) -> list[np.ndarray]:
+        return [fn(f) for f in feeds]
+
+    def run_concurrent(_: Callable[[dict], np.ndarray]) -> list[np.ndarray]:
+        with ThreadPoolExecutor(args.threads) as pool:
+            return list(pool.map(lambda f: run_folded(f, single), feeds))
+
+    reference = run_all(run_whole)
+    variants = {"as stored": (run_all, run_whole), "folded": (run_all, run_folded), "concurrent": (run_concurrent, run_folded)}
+    differ = {name: sum(int((a != b).sum()) for a, b in zip(loop(fn), reference)) for name, (loop, fn) in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, fn in zip(times, (run_whole, run_folded)):
+        for name, (loop, fn) in variants.items():
             start = time.perf_counter()
-            for f in feeds:
-                fn(f)
+            loop(fn)
             times[name].append((time.perf_counter() - start) / len(feeds) * 1000)
     base = statistics.median(times["as stored"])
+    total = len(feeds) * 3 * SIZE[0] * SIZE[1]
     for name, values in times.items():
         med = statistics.median(values)
-        print(f"{name:>9}: {med:6.1f} ms per call (median of {args.rounds} rounds of {len(feeds)}; ratio {med / base:.2f})")
-    print(f"mask pixels that differ between the two: {differ} of {len(feeds) * 3 * SIZE[0] * SIZE[1]}")
+        print(f"{name:>10}: {med:6.1f} ms per image (median of {args.rounds} rounds of {len(feeds)}; ratio {med / base:.2f}); "
+              f"mask pixels differing from 'as stored': {differ[name]} of {total}")
 
 
 if __name__ == "__main__":

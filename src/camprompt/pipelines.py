@@ -17,7 +17,7 @@ placing points and decoding masks needs no torch, and importing it cost each sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -202,19 +202,17 @@ class BasicSamPipeline:
         """:meth:`segment_with_scores` for uint8 RGB images (B,H,W,3): (masks bool (B,H,W), scores float32 (B,))."""
         uint8 = check_rgb(images)
         coords, labels = check_points(point_coords, point_labels, uint8.shape[0])
+        keep = labels != PAD_LABEL
+        prompts = ([c[k].astype(np.float32) for c, k in zip(coords, keep)], [lab[k].astype(np.int64) for lab, k in zip(labels, keep)])
         masks = np.zeros(uint8.shape[:3], bool)
         scores = np.zeros(len(uint8), np.float32)
-        for i in tqdm(range(len(uint8)), desc="sam masks", unit="img", disable=not self.progress, leave=False):
-            keep = labels[i] != PAD_LABEL
-            self.predictor.set_image(uint8[i])
-            proposals, ious, _ = self.predictor.predict(
-                point_coords=coords[i][keep].astype(np.float32), point_labels=labels[i][keep].astype(np.int64),
-                multimask_output=True,
-            )
+        found = tqdm(_predict_each(self.predictor, uint8, *prompts), total=len(uint8), desc="sam masks", unit="img",
+                     disable=not self.progress, leave=False)
+        for i, (proposals, ious, _) in enumerate(found):
             proposals = np.asarray(proposals, bool)
             if proposals.ndim != 3 or proposals.shape[1:] != uint8.shape[1:3]:
                 raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
-            k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep], labels[i][keep])
+            k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep[i]], labels[i][keep[i]])
             masks[i], scores[i] = proposals[k], float(ious[k])
         return masks, scores
 
@@ -227,6 +225,21 @@ class BasicSamPipeline:
 # ------------------------------------------------------------------------------------------------
 # Grad-CAM driven pipelines
 # ------------------------------------------------------------------------------------------------
+
+
+def _predict_each(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray]) -> Iterator[Any]:
+    """SAM's multimask candidates for each image and its own points, in order.
+
+    camprompt's backends decode several images at once (``predict_many``); any other predictor with
+    ``SamPredictor``'s interface gets ``set_image`` + ``predict`` image by image.
+    """
+    many = getattr(predictor, "predict_many", None)
+    if many is not None:
+        yield from many(images, coords, labels, multimask_output=True)
+        return
+    for image, c, lab in zip(images, coords, labels):
+        predictor.set_image(image)
+        yield predictor.predict(point_coords=c, point_labels=lab, multimask_output=True)
 
 
 def _centre_points(batch: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,8 +27,10 @@ import argparse
 import functools
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +244,7 @@ class BaseSamPredictor:
     """``SamPredictor``'s interface plus embedding reuse; backends implement ``_encode`` and ``_decode``."""
 
     backend = "base"
+    decode_workers = 1  # images :meth:`predict_many` decodes at once (a backend that gains sets more)
 
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, embedding_dtype: str = "float32") -> None:
         if embedding_dtype not in ("float16", "float32"):
@@ -253,6 +256,7 @@ class BaseSamPredictor:
         self.store: EmbeddingStore | None = None
         self.encoder_calls = 0  # images run through the encoder (tests count cache misses with it)
         self._current: Embedding | None = None
+        self._lock = threading.Lock()  # the cache, the store and the encoder, for predict_many's threads
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -291,16 +295,18 @@ class BaseSamPredictor:
                 self.cache.put(key, found)
         return found
 
+    def _embedding(self, image: np.ndarray) -> Embedding:
+        """A checked image's embedding: cached, stored, or encoded now (thread-safe)."""
+        key = image_key(image)
+        with self._lock:
+            found = self._lookup(key)
+            if found is not None and found.original_size != image.shape[:2]:
+                raise RuntimeError(f"embedding for image {key} has size {found.original_size}, image is {image.shape[:2]}")
+            return found if found is not None else self._encode_new([image], [key])[0]
+
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Make ``image`` current; the encoder runs only if its embedding is neither cached nor stored."""
-        image = check_image(image, image_format)
-        key = image_key(image)
-        found = self._lookup(key)
-        if found is not None and found.original_size != image.shape[:2]:
-            raise RuntimeError(f"embedding for image {key} has size {found.original_size}, image is {image.shape[:2]}")
-        if found is None:
-            found = self._encode_new([image], [key])[0]
-        self._current = found
+        self._current = self._embedding(check_image(image, image_format))
 
     def embed_images(self, images: Sequence[np.ndarray] | np.ndarray, *, progress: bool = False) -> np.ndarray:
         """float32 (B,256,64,64) embeddings of uint8 RGB images, encoding only those not cached/stored."""
@@ -387,6 +393,35 @@ class BaseSamPredictor:
         masks = logits.astype(np.float32) if return_logits else logits > 0.0
         return masks, np.asarray(iou, np.float32), np.asarray(low, np.float32)
 
+    def predict_many(self, images: Sequence[np.ndarray] | np.ndarray, point_coords: Sequence[Any], point_labels: Sequence[Any],
+                     multimask_output: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``set_image(images[i])`` + ``predict(point_coords[i], point_labels[i])`` for each image, in order.
+
+        Yields what :meth:`predict` returns, image by image; the current image is left as it was.
+        Why: the pipelines decode hundreds of images from cached embeddings, and a backend may decode
+        several at once (:attr:`decode_workers` threads, each calling :meth:`_decode_concurrently`);
+        the masks are the ones the loop would give.
+        """
+        if not len(images) == len(point_coords) == len(point_labels):
+            raise ValueError(f"{len(images)} images, {len(point_coords)} point sets and {len(point_labels)} label sets")
+
+        def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            emb = self._embedding(check_image(images[i]))
+            coords, labels, _, _ = _check_prompts(point_coords[i], point_labels[i], None, None, emb.original_size)
+            logits, iou, low = self._decode_concurrently(emb, coords, labels, bool(multimask_output))
+            return logits > 0.0, np.asarray(iou, np.float32), np.asarray(low, np.float32)
+
+        if self.decode_workers <= 1:
+            yield from map(one, range(len(images)))
+            return
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="sam-decode") as pool:
+            yield from pool.map(one, range(len(images)))
+
+    def _decode_concurrently(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None,
+                             multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_decode` as :meth:`predict_many` calls it, from up to :attr:`decode_workers` threads at once."""
+        return self._decode(emb, coords, labels, None, None, multimask)
+
 
 def _check_prompts(point_coords: Any, point_labels: Any, box: Any, mask_input: Any, size: tuple[int, int]
                    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -444,12 +479,19 @@ class OnnxSamPredictor(BaseSamPredictor):
     file of the directory (e.g. an int8-quantised copy). The decoder used is the multimask patch,
     whose 4 candidates are selected like ``SamPredictor`` does (0 single, 1..3 multimask), run with
     its mask up-scaling folded into two MatMuls (:func:`camprompt.sam_onnx.fold_mask_upscaling`).
+
+    :meth:`predict_many` decodes ``decode_workers`` images at once (default: ``threads``), each on one
+    thread of a single-threaded decoder session. Why: two calls side by side use two cores fully,
+    while one call spread over two cores waits on their slower one: on this repository's shared
+    2-core machine 32 ms per image side by side vs 33-51 ms one call at a time, as the load of its
+    neighbours varied (``benchmarks/bench_decoder.py``), with bit-identical outputs.
     """
 
     backend = "onnx"
 
     def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 2, cache_size: int = DEFAULT_CACHE_SIZE,
-                 encoder: str = "encoder.onnx", providers: Sequence[str] | None = None, embedding_dtype: str = "float32") -> None:
+                 encoder: str = "encoder.onnx", providers: Sequence[str] | None = None, embedding_dtype: str = "float32",
+                 decode_workers: int | None = None) -> None:
         import onnx
         import onnxruntime as ort
 
@@ -465,10 +507,15 @@ class OnnxSamPredictor(BaseSamPredictor):
         chosen = list(providers) if providers is not None else default_providers()
         try:
             self.encoder = ort.InferenceSession(str(self.model_dir / encoder), opts, providers=chosen)
-            decoder = fold_mask_upscaling(onnx.load(str(self.model_dir / "decoder_multimask.onnx")))
-            self.decoder = ort.InferenceSession(decoder.SerializeToString(), opts, providers=chosen)
+            self._decoder_bytes = fold_mask_upscaling(onnx.load(str(self.model_dir / "decoder_multimask.onnx"))).SerializeToString()
+            self.decoder = ort.InferenceSession(self._decoder_bytes, opts, providers=chosen)
         except Exception as exc:  # onnx and onnxruntime raise their own exception types
             raise SamModelError(f"onnxruntime cannot load the SAM model in {self.model_dir}: {exc}") from exc
+        self.decode_workers = int(threads if decode_workers is None else decode_workers)
+        if self.decode_workers < 1:
+            raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
+        self._providers = chosen
+        self._single_thread_decoder: Any = None  # made on the first predict_many
         self._encoder_file = encoder
         self._input = self.encoder.get_inputs()[0].name
         self._outputs = list(MULTI_OUTPUTS)
@@ -498,6 +545,29 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     def _decode(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
                 mask_input: np.ndarray | None, multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._run_decoder(self.decoder, self._feeds(emb, coords, labels, box, mask_input), multimask)
+
+    def _decode_concurrently(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None,
+                             multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.decode_workers <= 1:
+            return self._decode(emb, coords, labels, None, None, multimask)
+        with self._lock:  # onnxruntime runs concurrent calls of one session, each on its caller's thread
+            if self._single_thread_decoder is None:
+                import onnxruntime as ort
+
+                from camprompt.sam_onnx import session_options
+
+                self._single_thread_decoder = ort.InferenceSession(self._decoder_bytes, session_options(1), providers=self._providers)
+        return self._run_decoder(self._single_thread_decoder, self._feeds(emb, coords, labels, None, None), multimask)
+
+    def _run_decoder(self, session: Any, feeds: dict[str, np.ndarray], multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        masks, iou, low = session.run(self._outputs, feeds)
+        pick = slice(1, 4) if multimask else slice(0, 1)
+        return masks[0, pick], iou[0, pick], low[0, pick]
+
+    def _feeds(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
+               mask_input: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The decoder's inputs in SAM's ONNX format (coordinates in the 1024 frame, padding point, up-scaling)."""
         pts = [to_input_coords(coords, emb.original_size)] if coords is not None else []
         lab = [labels.astype(np.float32)] if labels is not None else []
         if box is not None:  # SAM's ONNX format: box corners are points labelled 2 and 3
@@ -507,7 +577,7 @@ class OnnxSamPredictor(BaseSamPredictor):
             pts.append(np.zeros((1, 2)))
             lab.append(np.array([-1.0], np.float32))
         rows, cols = upscale_matrices(emb.original_size)
-        feeds = {
+        return {
             "image_embeddings": emb.features[None],
             "point_coords": np.concatenate(pts).astype(np.float32)[None],
             "point_labels": np.concatenate(lab)[None],
@@ -516,9 +586,6 @@ class OnnxSamPredictor(BaseSamPredictor):
             self._upscale_inputs[0]: rows,
             self._upscale_inputs[1]: cols,
         }
-        masks, iou, low = self.decoder.run(self._outputs, feeds)
-        pick = slice(1, 4) if multimask else slice(0, 1)
-        return masks[0, pick], iou[0, pick], low[0, pick]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -604,8 +671,10 @@ def load_predictor(sam_params: dict[str, Any]) -> BaseSamPredictor:
     dtype = str(sam_params.get("embedding_dtype", "float32"))
     if backend == "onnx":
         encoder = "encoder_int8.onnx" if sam_params.get("encoder_int8") else "encoder.onnx"
+        workers = sam_params.get("decode_workers")
         return OnnxSamPredictor(sam_params.get("model_dir", "data/sam_model"), threads=int(sam_params.get("threads", 2)),
-                                cache_size=cache_size, encoder=encoder, embedding_dtype=dtype)
+                                cache_size=cache_size, encoder=encoder, embedding_dtype=dtype,
+                                decode_workers=None if workers is None else int(workers))
     if backend == "torch":
         return TorchSamPredictor(sam_params.get("torch_model_type", "vit_b"), sam_params.get("torch_checkpoint"),
                                  sam_params.get("device", "auto"), cache_size=cache_size, embedding_dtype=dtype)
