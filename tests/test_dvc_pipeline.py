@@ -191,9 +191,11 @@ def test_interrupted_repro_leaves_no_partial_artifact_and_resumes(tiny_repo: Pat
     _bump_one_knob(params["strategies"][name])
     (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    # Its own process group, so the SIGINT reaches DVC and the stage, like Ctrl-C in a terminal.
+    # Its own process group, so the SIGINT reaches DVC and the stage, like Ctrl-C in a terminal; and
+    # SIGINT's default action, which a test run started in the background (`cmd &`) would ignore.
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=tiny_repo, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
