@@ -72,21 +72,22 @@ def main() -> None:
         feeds = {k: v for k, v in f.items() if k != "orig_im_size"} | upscale
         return session.run(list(MULTI_OUTPUTS), feeds)[0][0, 1:4] > 0
 
-    def run_all(fn: Callable[[dict], np.ndarray]) -> list[np.ndarray]:
-        return [fn(f) for f in feeds]
-
-    def run_concurrent(_: Callable[[dict], np.ndarray]) -> list[np.ndarray]:
+    def run_concurrent() -> list[np.ndarray]:
         with ThreadPoolExecutor(args.threads) as pool:
             return list(pool.map(lambda f: run_folded(f, single), feeds))
 
-    reference = run_all(run_whole)
-    variants = {"as stored": (run_all, run_whole), "folded": (run_all, run_folded), "concurrent": (run_concurrent, run_folded)}
-    differ = {name: sum(int((a != b).sum()) for a, b in zip(loop(fn), reference)) for name, (loop, fn) in variants.items()}
+    variants: dict[str, Callable[[], list[np.ndarray]]] = {
+        "as stored": lambda: [run_whole(f) for f in feeds],
+        "folded": lambda: [run_folded(f) for f in feeds],
+        "concurrent": run_concurrent,
+    }
+    reference = variants["as stored"]()
+    differ = {name: sum(int((a != b).sum()) for a, b in zip(run(), reference)) for name, run in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (loop, fn) in variants.items():
+        for name, run in variants.items():
             start = time.perf_counter()
-            loop(fn)
+            run()
             times[name].append((time.perf_counter() - start) / len(feeds) * 1000)
     base = statistics.median(times["as stored"])
     total = len(feeds) * 3 * SIZE[0] * SIZE[1]

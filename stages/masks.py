@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from camprompt.artifacts import load_arrays, load_params, save_arrays
 from camprompt.data import load_split
 from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, strategy_dir, strategy_params
-
-BATCH = 64
 
 
 def main(name: str) -> None:
@@ -27,23 +23,12 @@ def main(name: str) -> None:
     arrays, attrs = load_arrays(points_path)
     check_names(attrs.get("names"), split.names, points_path)
     predictor = load_attached_predictor(params, split.images)
-    pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None,
+    pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None, progress=True,
                               cam_configs=params.get("gradcam", {}).get("configs"), search_configs=params.get("searches"))
-    masks, scores = [], []
-    from tqdm.auto import tqdm
-
-    for start in tqdm(range(0, len(split.images), BATCH), desc=f"masks@{name}", unit="batch"):
-        stop = start + BATCH
-        m, s = pipeline.segment_rgb(split.images[start:stop], arrays["coords"][start:stop], arrays["labels"][start:stop])
-        masks.append(m)
-        scores.append(s)
-    h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
-    out = {
-        "masks": np.concatenate(masks) if masks else np.zeros((0, h, w), bool),
-        "scores": np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32),
-    }
-    save_arrays(strategy_dir(name) / "masks.zarr", out, {"names": list(split.names), "strategy": name}, chunk_rows=256)
-    print(f"masks@{name}: {len(out['masks'])} masks, mean predicted IoU {float(out['scores'].mean()) if len(out['scores']) else float('nan'):.3f}")
+    masks, scores = pipeline.segment_rgb(split.images, arrays["coords"], arrays["labels"])
+    save_arrays(strategy_dir(name) / "masks.zarr", {"masks": masks, "scores": scores},
+                {"names": list(split.names), "strategy": name}, chunk_rows=256)
+    print(f"masks@{name}: {len(masks)} masks, mean predicted IoU {float(scores.mean()):.3f}")
 
 
 if __name__ == "__main__":

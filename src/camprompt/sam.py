@@ -29,7 +29,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +256,7 @@ class BaseSamPredictor:
         self.store: EmbeddingStore | None = None
         self.encoder_calls = 0  # images run through the encoder (tests count cache misses with it)
         self._current: Embedding | None = None
-        self._lock = threading.Lock()  # the cache, the store and the encoder, for predict_many's threads
+        self._lock = threading.Lock()  # the cache, the store and the encoder, shared by predict_many's threads
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -387,11 +387,8 @@ class BaseSamPredictor:
         padding); ``box`` (4,) x0,y0,x1,y1; ``mask_input`` (1,256,256) low-res logits of an earlier
         call. K = 3 candidates with ``multimask_output`` else 1. Masks are logits > 0.
         """
-        emb = self._require_image()
-        coords, labels, box_arr, mask = _check_prompts(point_coords, point_labels, box, mask_input, emb.original_size)
-        logits, iou, low = self._decode(emb, coords, labels, box_arr, mask, bool(multimask_output))
-        masks = logits.astype(np.float32) if return_logits else logits > 0.0
-        return masks, np.asarray(iou, np.float32), np.asarray(low, np.float32)
+        return self._predict(self._require_image(), point_coords, point_labels, box, mask_input, multimask_output,
+                             return_logits, self._decode)
 
     def predict_many(self, images: Sequence[np.ndarray] | np.ndarray, point_coords: Sequence[Any], point_labels: Sequence[Any],
                      multimask_output: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -399,28 +396,37 @@ class BaseSamPredictor:
 
         Yields what :meth:`predict` returns, image by image; the current image is left as it was.
         Why: the pipelines decode hundreds of images from cached embeddings, and a backend may decode
-        several at once (:attr:`decode_workers` threads, each calling :meth:`_decode_concurrently`);
-        the masks are the ones the loop would give.
+        several at once (:attr:`decode_workers` threads sharing :meth:`_concurrent_decode`); the
+        masks are the ones the loop would give.
         """
         if not len(images) == len(point_coords) == len(point_labels):
             raise ValueError(f"{len(images)} images, {len(point_coords)} point sets and {len(point_labels)} label sets")
+        concurrent = self.decode_workers > 1 and len(images) > 1
+        decode = self._concurrent_decode() if concurrent else self._decode
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             emb = self._embedding(check_image(images[i]))
-            coords, labels, _, _ = _check_prompts(point_coords[i], point_labels[i], None, None, emb.original_size)
-            logits, iou, low = self._decode_concurrently(emb, coords, labels, bool(multimask_output))
-            return logits > 0.0, np.asarray(iou, np.float32), np.asarray(low, np.float32)
+            return self._predict(emb, point_coords[i], point_labels[i], None, None, multimask_output, False, decode)
 
-        if self.decode_workers <= 1:
+        if not concurrent:
             yield from map(one, range(len(images)))
             return
         with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="sam-decode") as pool:
             yield from pool.map(one, range(len(images)))
 
-    def _decode_concurrently(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None,
-                             multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_decode` as :meth:`predict_many` calls it, from up to :attr:`decode_workers` threads at once."""
-        return self._decode(emb, coords, labels, None, None, multimask)
+    @staticmethod
+    def _predict(emb: Embedding, point_coords: Any, point_labels: Any, box: Any, mask_input: Any, multimask: bool,
+                 return_logits: bool, decode: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict` for embedding ``emb``, decoded by ``decode`` (a :meth:`_decode`)."""
+        coords, labels, box_arr, mask = _check_prompts(point_coords, point_labels, box, mask_input, emb.original_size)
+        logits, iou, low = decode(emb, coords, labels, box_arr, mask, bool(multimask))
+        masks = logits.astype(np.float32) if return_logits else logits > 0.0
+        return masks, np.asarray(iou, np.float32), np.asarray(low, np.float32)
+
+    def _concurrent_decode(self) -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A :meth:`_decode` that :attr:`decode_workers` threads may call at once (made in the caller's thread)."""
+        return self._decode
 
 
 def _check_prompts(point_coords: Any, point_labels: Any, box: Any, mask_input: Any, size: tuple[int, int]
@@ -515,7 +521,7 @@ class OnnxSamPredictor(BaseSamPredictor):
         if self.decode_workers < 1:
             raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
         self._providers = chosen
-        self._single_thread_decoder: Any = None  # made on the first predict_many
+        self._single_thread_decoder: Any = None  # made by the first concurrent predict_many
         self._encoder_file = encoder
         self._input = self.encoder.get_inputs()[0].name
         self._outputs = list(MULTI_OUTPUTS)
@@ -543,31 +549,18 @@ class OnnxSamPredictor(BaseSamPredictor):
         # batched run of a patched graph was measured slower than a loop (benchmarks/bench_sam.py).
         return np.concatenate([self.encoder.run(None, {self._input: self.preprocess(img)})[0] for img in images])
 
+    def _concurrent_decode(self) -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        # onnxruntime runs concurrent calls of one session, each on its caller's thread.
+        if self._single_thread_decoder is None:
+            import onnxruntime as ort
+
+            from camprompt.sam_onnx import session_options
+
+            self._single_thread_decoder = ort.InferenceSession(self._decoder_bytes, session_options(1), providers=self._providers)
+        return functools.partial(self._decode, session=self._single_thread_decoder)
+
     def _decode(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
-                mask_input: np.ndarray | None, multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._run_decoder(self.decoder, self._feeds(emb, coords, labels, box, mask_input), multimask)
-
-    def _decode_concurrently(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None,
-                             multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self.decode_workers <= 1:
-            return self._decode(emb, coords, labels, None, None, multimask)
-        with self._lock:  # onnxruntime runs concurrent calls of one session, each on its caller's thread
-            if self._single_thread_decoder is None:
-                import onnxruntime as ort
-
-                from camprompt.sam_onnx import session_options
-
-                self._single_thread_decoder = ort.InferenceSession(self._decoder_bytes, session_options(1), providers=self._providers)
-        return self._run_decoder(self._single_thread_decoder, self._feeds(emb, coords, labels, None, None), multimask)
-
-    def _run_decoder(self, session: Any, feeds: dict[str, np.ndarray], multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        masks, iou, low = session.run(self._outputs, feeds)
-        pick = slice(1, 4) if multimask else slice(0, 1)
-        return masks[0, pick], iou[0, pick], low[0, pick]
-
-    def _feeds(self, emb: Embedding, coords: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None,
-               mask_input: np.ndarray | None) -> dict[str, np.ndarray]:
-        """The decoder's inputs in SAM's ONNX format (coordinates in the 1024 frame, padding point, up-scaling)."""
+                mask_input: np.ndarray | None, multimask: bool, session: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pts = [to_input_coords(coords, emb.original_size)] if coords is not None else []
         lab = [labels.astype(np.float32)] if labels is not None else []
         if box is not None:  # SAM's ONNX format: box corners are points labelled 2 and 3
@@ -577,7 +570,7 @@ class OnnxSamPredictor(BaseSamPredictor):
             pts.append(np.zeros((1, 2)))
             lab.append(np.array([-1.0], np.float32))
         rows, cols = upscale_matrices(emb.original_size)
-        return {
+        feeds = {
             "image_embeddings": emb.features[None],
             "point_coords": np.concatenate(pts).astype(np.float32)[None],
             "point_labels": np.concatenate(lab)[None],
@@ -586,6 +579,9 @@ class OnnxSamPredictor(BaseSamPredictor):
             self._upscale_inputs[0]: rows,
             self._upscale_inputs[1]: cols,
         }
+        masks, iou, low = (session or self.decoder).run(self._outputs, feeds)
+        pick = slice(1, 4) if multimask else slice(0, 1)
+        return masks[0, pick], iou[0, pick], low[0, pick]
 
 
 # ------------------------------------------------------------------------------------------------
