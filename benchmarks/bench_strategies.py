@@ -33,7 +33,7 @@ from camprompt.classifier import load_classifier
 from camprompt.data import CLASSES, load_split, normalize
 from camprompt.gradcam import compute_split_heatmaps
 from camprompt.metrics import summarize
-from camprompt.pipelines import build_pipeline, resolve_strategy
+from camprompt.strategies import build_pipeline, resolve_strategy
 
 
 def jpeg(images: np.ndarray, quality: int) -> np.ndarray:

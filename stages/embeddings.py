@@ -1,7 +1,7 @@
 """DVC stage `embeddings`: SAM image embeddings of every evaluated image, computed once.
 
-Reads params `sam` (backend, model_dir, threads, embeddings, embedding_dtype, ...), `eval` (split,
-limit) and `data.root`; writes `data/embeddings.zarr` (schema in docs/ARCHITECTURE.md). The
+Reads params `sam` (backend, model_dir, threads, embeddings, embedding_dtype, ...), `device`, `eval`
+(split, limit) and `data.root`; writes `data/embeddings.zarr` (schema in docs/ARCHITECTURE.md). The
 `masks@S` stages attach this store to their predictor, so changing a point strategy never re-runs
 the encoder.
 """
@@ -19,7 +19,7 @@ def main() -> None:
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     if len(split) == 0:
         raise SystemExit(f"split {ev['split']!r} of {params['data']['root']} is empty; run `dvc repro data`")
-    predictor = load_predictor(sam)
+    predictor = load_predictor(sam, params.get("device", "auto"))
     path = write_embeddings(sam["embeddings"], predictor, split.images, split.names,
                             dtype=sam.get("embedding_dtype", "float16"), extra_attrs={"split": ev["split"]})
     print(f"embeddings: {len(split)} images of {ev['split']!r} -> {path} ({sam.get('embedding_dtype', 'float16')}, "

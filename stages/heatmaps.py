@@ -1,6 +1,6 @@
 """DVC stage `heatmaps`: CAM heatmaps of the trained classifier for the evaluated split.
 
-Reads params `gradcam` (out, figure, batch_size, configs) and `eval` (split, limit); writes
+Reads params `gradcam` (out, figure, batch_size, configs), `eval` (split, limit) and `device`; writes
 `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
 The explained class is always the predicted one, never the label. Every configuration shares
 each batch's single forward/backward, so `pred`/`logits` come from that same pass.
@@ -16,6 +16,7 @@ import numpy as np
 from camprompt.artifacts import atomic_path, load_params, save_arrays
 from camprompt.classifier import load_classifier
 from camprompt.data import CLASSES, load_split, normalize
+from camprompt.devices import resolve_device
 from camprompt.gradcam import argmax_hit_rate, compute_split_heatmaps, plot_heatmaps
 
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -49,7 +50,7 @@ def main() -> None:
     gradcam, ev = params["gradcam"], params["eval"]
     configs = _configs(gradcam)
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    model = load_classifier(params["train"]["checkpoint"])
+    model = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
     result = compute_split_heatmaps(
         model, normalize(split.images), configs, batch_size=int(gradcam.get("batch_size", 64))
     )

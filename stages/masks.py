@@ -11,7 +11,8 @@ import sys
 
 from camprompt.artifacts import load_arrays, load_params, save_arrays
 from camprompt.data import load_split
-from camprompt.pipelines import build_pipeline, check_names, load_attached_predictor, strategy_dir, strategy_params
+from camprompt.stage_io import check_names, load_attached_predictor, run_stage, strategy_dir, strategy_params
+from camprompt.strategies import build_pipeline
 
 
 def main(name: str) -> None:
@@ -34,4 +35,4 @@ def main(name: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python stages/masks.py STRATEGY")
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

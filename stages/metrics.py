@@ -8,41 +8,22 @@ This is the only place where ground truth meets the pipelines' output.
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 
 import numpy as np
 
 from camprompt.artifacts import atomic_path, load_arrays, load_params, write_json
 from camprompt.data import CLASSES, load_split
-from camprompt.metrics import plot_cases, summarize, worst_indices
-from camprompt.pipelines import check_names, load_heatmap, strategy_dir, strategy_params
+from camprompt.metrics import FAILURE_IOU, plot_cases, summarize, worst_indices
+from camprompt.stage_io import check_names, load_heatmap, run_stage, strategy_dir, strategy_params, write_per_image
 
-WORST = 8          # cases in worst.png
-FAILURE_IOU = 0.5  # an image with IoU below this counts as a failure
-COLUMNS = ["name", "class", "iou", "n_fg", "n_bg", "fg_hits", "bg_outside", "fg_dist", "bg_dist", "score", "points"]
+WORST = 8  # cases in worst.png
 
 
 def _heatmaps(params: dict, cam: str | None, names: list[str]) -> np.ndarray | None:
     """The CAM the strategy's points came from (the first configured one for the baseline), for the figure."""
     cam = cam or next(iter(params["gradcam"]["configs"]), None)
     return load_heatmap(params, cam, names, required=False)[0] if cam else None
-
-
-def _fmt(value: float) -> str:
-    return "" if value is None or not np.isfinite(value) else f"{value:.4f}"
-
-
-def _write_csv(path, split, rows, scores, coords, labels) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
-        for i, r in enumerate(rows):
-            keep = labels[i] != -1
-            pts = [[round(float(x), 3), round(float(y), 3), int(l)] for (x, y), l in zip(coords[i][keep], labels[i][keep])]
-            writer.writerow([split.names[i], r["class"], _fmt(r["iou"]), r["n_fg"], r["n_bg"], r["fg_hits"], r["bg_outside"],
-                             _fmt(r["fg_dist"]), _fmt(r["bg_dist"]), _fmt(float(scores[i])), json.dumps(pts)])
 
 
 def main(name: str) -> None:
@@ -58,7 +39,7 @@ def main(name: str) -> None:
     classes = [CLASSES[int(c)] for c in split.labels]
     summary, rows = summarize(masks["masks"], split.masks, points["coords"], points["labels"], classes,
                               class_names=CLASSES, failure_iou=FAILURE_IOU)
-    _write_csv(folder / "per_image.csv", split, rows, masks["scores"], points["coords"], points["labels"])
+    write_per_image(folder / "per_image.csv", split.names, rows, masks["scores"], points["coords"], points["labels"])
     worst = worst_indices([r["iou"] for r in rows], WORST)
     heat = _heatmaps(params, pattrs.get("cam"), split.names)
     titles = [f"{split.names[i]} {classes[i]}\nIoU {rows[i]['iou']:.2f}" for i in worst]
@@ -73,4 +54,4 @@ def main(name: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python stages/metrics.py STRATEGY")
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

@@ -1,19 +1,21 @@
 """DVC stage `points@S`: the point prompts of strategy S for the evaluated split.
 
 Usage: ``python stages/points.py S``. Reads params `strategies.S`, `eval`, `data.root` and
-`gradcam.out`; a Grad-CAM strategy reads the object regions of the search config it names
-(`data/regions/C.zarr`, from `regions@C`) and the heatmap that search used, and only *places*
-points (cheap: no classifier or SAM call), so changing a placement knob re-runs in seconds.
-Writes `data/strategies/S/points.zarr` (coords, labels; attrs names/strategy/params/split/cam).
+`gradcam.out`. The basic strategy needs only the images; `gradcam_peak` reads its heatmap from
+`data/heatmaps.zarr`; a region-search strategy reads the object regions of the search config it
+names (`data/regions/C.zarr`, from `regions@C`) and the heatmap that search used, and only *places*
+points (no classifier or SAM call), so changing a placement knob re-runs in seconds.
+Writes `data/strategies/S/points.zarr` (coords, labels; attrs names/strategy/params/split/cam/description).
 """
 
 from __future__ import annotations
 
 import sys
 
-from camprompt.artifacts import load_arrays, load_params, save_arrays
+from camprompt.artifacts import ArtifactError, load_arrays, load_params, save_arrays
 from camprompt.data import load_split
-from camprompt.pipelines import build_pipeline, check_names, load_heatmap, region_store, strategy_dir, strategy_params
+from camprompt.stage_io import check_names, load_heatmap, region_store, run_stage, strategy_dir, strategy_params
+from camprompt.strategies import DEFAULT_CAM, build_pipeline
 
 
 def main(name: str) -> None:
@@ -26,19 +28,24 @@ def main(name: str) -> None:
     cam = None
     if strat["pipeline"] == "basic":
         coords, labels = pipeline.points_rgb(split.images)
+    elif strat["pipeline"] == "gradcam_peak":
+        cam = strat.get("cam", DEFAULT_CAM)
+        heat, _ = load_heatmap(params, cam, split.names)
+        coords, labels = pipeline.points_rgb(split.images, heatmaps=heat)  # type: ignore[call-arg]
     else:
         if "search" not in strat:
-            raise SystemExit(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
-                             "the DVC pipeline runs each search once, in regions@C")
+            raise ArtifactError(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
+                                "the DVC pipeline runs each search once, in regions@C")
         path = region_store(strat["search"])
         found, rattrs = load_arrays(path)
         check_names(rattrs.get("names"), split.names, path)
         if rattrs.get("params") != dict(params["searches"][strat["search"]]):
-            raise SystemExit(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
+            raise ArtifactError(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
         cam = rattrs["cam"]
         heat, _ = load_heatmap(params, cam, split.names)
         coords, labels = pipeline.points_rgb(split.images, heatmaps=heat, regions=found["regions"], seeds=found["seeds"])  # type: ignore[call-arg]
-    attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam}
+    attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam,
+             "pipeline": type(pipeline).__name__, "description": pipeline.description}
     save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels}, attrs)
     fg = float((labels == 1).sum(1).mean()) if len(labels) else 0.0
     bg = float((labels == 0).sum(1).mean()) if len(labels) else 0.0
@@ -48,4 +55,4 @@ def main(name: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python stages/points.py STRATEGY")
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

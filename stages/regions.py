@@ -14,10 +14,12 @@ import sys
 
 import numpy as np
 
-from camprompt.artifacts import load_params, save_arrays
+from camprompt.artifacts import ArtifactError, load_params, save_arrays
 from camprompt.classifier import load_classifier
+from camprompt.devices import resolve_device
 from camprompt.data import load_split, normalize
-from camprompt.pipelines import DEFAULT_CAM, build_pipeline, load_attached_predictor, load_heatmap, region_store
+from camprompt.stage_io import load_attached_predictor, load_heatmap, region_store, run_stage
+from camprompt.strategies import DEFAULT_CAM, build_pipeline
 from camprompt.prompts import PromptConfig
 
 
@@ -25,7 +27,7 @@ def main(search: str) -> None:
     params = load_params()
     searches = params.get("searches") or {}
     if search not in searches:
-        raise SystemExit(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
+        raise ArtifactError(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     cam = searches[search].get("cam", DEFAULT_CAM)
@@ -33,7 +35,7 @@ def main(search: str) -> None:
     pipeline = build_pipeline(
         f"search {search}", {"pipeline": "foreground", "search": search},
         predictor=load_attached_predictor(params, split.images) if searches[search].get("use_sam", PromptConfig.use_sam) else None,
-        classifier=load_classifier(params["train"]["checkpoint"]),
+        classifier=load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
         cam_configs=params["gradcam"]["configs"], search_configs=searches, progress=True,
     )
     choices = pipeline.regions(normalize(split.images), heatmaps=heat, targets=preds)  # type: ignore[attr-defined]
@@ -50,4 +52,4 @@ def main(search: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python stages/regions.py SEARCH")
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

@@ -1,6 +1,6 @@
 """DVC stage `train`: train the ResNet18 shape classifier and score it on every split.
 
-Reads params `seed`, `data.root` and `train` (recipe: see `camprompt.classifier.TrainConfig`);
+Reads params `seed`, `device`, `data.root` and `train` (recipe: see `camprompt.classifier.TrainConfig`);
 writes the checkpoint `train.checkpoint` and the DVC metrics file `metrics/classifier.json`
 (per-split accuracy and loss, per-class accuracy, seconds). The recipe is chosen on val; test is
 only scored here, after training, for the report.
@@ -13,6 +13,7 @@ import time
 from camprompt.artifacts import load_params, write_json
 from camprompt.classifier import TrainConfig, build_classifier, config_dict, evaluate, save_classifier, train_classifier
 from camprompt.data import SPLITS, load_split
+from camprompt.devices import resolve_device
 
 
 def main() -> None:
@@ -21,7 +22,8 @@ def main() -> None:
     config = TrainConfig.from_params(train_params)
     splits = {split: load_split(root, split) for split in SPLITS}
     model = build_classifier(**config.arch, seed=seed)
-    history = train_classifier(model, splits["train"], splits["val"], config, seed=seed)
+    history = train_classifier(model, splits["train"], splits["val"], config, seed=seed,
+                               device=resolve_device(params.get("device")))
     start = time.perf_counter()
     scores = {split: evaluate(model, arrays) for split, arrays in splits.items()}
     metrics = {

@@ -104,7 +104,7 @@ def test_training_overfits_a_handful_and_is_deterministic(tiny: Path) -> None:
         assert torch.equal(p1, p2), "the same seed must give the same initial weights"
     assert not torch.equal(build_classifier(seed=6).conv1.weight, m1.conv1.weight)
     h1 = train_classifier(m1, train, load_split(tiny, "val"), small, seed=5, progress=False)
-    h2 = train_classifier(m2, train, load_split(tiny, "val"), small, seed=5, progress=False)
+    h2 = train_classifier(m2, train, load_split(tiny, "val"), small, seed=5, progress=False, device="cpu")  # as params `device: cpu`
     assert h1["epochs"][0]["val_accuracy"] == h2["epochs"][0]["val_accuracy"]
     for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(p1, p2)

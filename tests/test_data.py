@@ -266,7 +266,7 @@ def test_reading_the_data_imports_no_torch() -> None:
     import sys
 
     code = ("import sys, runpy\n"
-            "import camprompt.data, camprompt.metrics, camprompt.pipelines, camprompt.report\n"
+            "import camprompt.data, camprompt.metrics, camprompt.pipelines, camprompt.strategies, camprompt.report.build\n"
             "for stage in ('stages/metrics.py', 'stages/report.py'):\n"
             "    runpy.run_path(stage, run_name='imported')  # top-level imports only, main() not run\n"
             "print('torch' in sys.modules)\n"

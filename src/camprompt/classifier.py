@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from camprompt.artifacts import ArtifactError, atomic_path
-from camprompt.data import CLASSES, SplitArrays, SyntheticShapes, load_split, normalize
+from camprompt.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, SplitArrays, SyntheticShapes, load_split, normalize
+from camprompt.devices import module_device
 
 CHECKPOINT_FORMAT = "camprompt-classifier"
 CHECKPOINT_VERSION = 1
@@ -187,8 +188,6 @@ def _random_translate(x: Tensor, pad: int, gen: torch.Generator) -> Tensor:
 
 
 def _normalize_float(x: Tensor) -> Tensor:
-    from camprompt.data import IMAGENET_MEAN, IMAGENET_STD
-
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -271,8 +270,13 @@ def train_classifier(
     *,
     seed: int = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place with the one-cycle recipe; return the history.
+
+    ``device``: where the network runs (``camprompt.devices.resolve_device``); None keeps the model
+    where it is. Batches are drawn and augmented on the CPU with the seeded generator either way, so
+    the sequence of training images does not depend on the device.
 
     History: ``{"epochs": [{epoch, train_loss, train_accuracy, val_loss?, val_accuracy?, seconds}],
     "seconds": total}``. Validation is scored after every epoch (cheap: forward only) so that the
@@ -289,7 +293,8 @@ def train_classifier(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    device = torch.device(device) if device is not None else module_device(model)
+    model.to(device=device, memory_format=memory_format)
     augment = cfg.augmenter()
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
@@ -306,8 +311,8 @@ def train_classifier(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = augment(x_all[idx], gen) if augment else x_all[idx].permute(0, 3, 1, 2).float().div(255)
-            xb = _normalize_float(xb).contiguous(memory_format=memory_format)
-            yb = y_all[idx]
+            xb = _normalize_float(xb).contiguous(memory_format=memory_format).to(device, non_blocking=True)
+            yb = y_all[idx].to(device, non_blocking=True)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -341,10 +346,12 @@ def train_classifier(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> Tensor:
-    """float32 logits (N, classes) of uint8 images (N,H,W,3), in eval mode, batch by batch."""
+    """float32 logits (N, classes) on the CPU of uint8 images (N,H,W,3), in eval mode, batch by batch
+    on the model's device."""
     was_training = model.training
     model.eval()
-    outs = [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    device = module_device(model)
+    outs = [model(normalize(images[i : i + batch_size]).to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros((0, len(CLASSES)))
 

@@ -48,7 +48,7 @@ from matplotlib.path import Path as PolygonPath
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from camprompt.artifacts import ArtifactError, atomic_path, write_json
+from camprompt.artifacts import ArtifactError, atomic_path, read_json, write_json
 
 if TYPE_CHECKING:  # torch is imported by the functions that make tensors: reading the data needs none
     import torch
@@ -483,8 +483,6 @@ def load_split(root: str | os.PathLike[str], split: str, limit: int | None = Non
 
 def read_metadata(root: str | os.PathLike[str]) -> dict[str, Any]:
     """``dataset.json`` of a generated dataset."""
-    from camprompt.artifacts import read_json
-
     return read_json(Path(root) / "dataset.json")
 
 

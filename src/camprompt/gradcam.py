@@ -190,7 +190,7 @@ def _parse_targets(targets: Any, batch: int) -> list[int] | None:
     return out
 
 
-def _check_image(image: Any) -> None:
+def _check_batch(image: Any) -> None:
     if not isinstance(image, Tensor):
         raise TypeError(f"image must be a torch.Tensor of shape (B,C,H,W), got {type(image).__name__}")
     if image.ndim != 4:
@@ -285,7 +285,8 @@ def _forward_backward(
     output_fn: OutputFn,
 ) -> _Capture:
     """Run one forward and one backward; leave the model exactly as found (flags, hooks, grads)."""
-    _check_image(image)
+    _check_batch(image)
+    image = image.to(_model_device(model))  # a CPU batch for a model on the GPU (a no-op on the CPU)
     batch = image.shape[0]
     wanted = _parse_targets(targets, batch)
     stores: list[list[Tensor]] = [[] for _ in layers]
@@ -541,7 +542,7 @@ def compute_split_heatmaps(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images = torch.as_tensor(images)
-    _check_image(images)
+    _check_batch(images)
     n = images.shape[0]
     if targets is not None and len(targets) != n:
         raise ValueError(f"got {len(targets)} targets for {n} images")

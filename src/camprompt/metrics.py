@@ -37,10 +37,12 @@ __all__ = [
     "image_point_stats",
     "summarize",
     "worst_indices",
+    "FAILURE_IOU",
     "plot_cases",
 ]
 
 FG, BG, PAD = 1, 0, -1
+FAILURE_IOU = 0.5  # an image whose mask has an IoU below this counts as a failure
 
 
 def _check_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
@@ -172,7 +174,7 @@ def summarize(
     labels: np.ndarray,
     classes: Sequence[str],
     class_names: Sequence[str] | None = None,
-    failure_iou: float = 0.5,
+    failure_iou: float = FAILURE_IOU,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All metrics of one strategy -> (summary for ``metrics/S.json``, one row per image).
 

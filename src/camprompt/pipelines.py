@@ -1,6 +1,8 @@
 """Prompt-free SAM segmentation pipelines: images in, masks out -- no ground truth, no user clicks.
 
-* :class:`BasicSamPipeline` -- one foreground point at the image centre (the baseline).
+* :class:`BasicSamPipeline` -- one foreground point at the image centre (the assignment's baseline).
+* :class:`GradCAMPeakPipeline` -- one foreground point at the classifier's Grad-CAM maximum (the
+  classic CAM-to-prompt baseline).
 * :class:`ForegroundPointsPipeline` -- foreground points only, found by the classifier's Grad-CAM
   and the image (:mod:`camprompt.prompts`: propose candidate regions, verify them with the
   classifier, place points deep inside the winner).
@@ -11,60 +13,53 @@ Every pipeline is called on images only; nothing in this module can see a mask o
 ``points()`` and ``segment()`` are the two halves of ``__call__`` so that the DVC stages
 (``points@S``, ``masks@S``) and interactive use share one implementation. They take normalised
 tensors (``camprompt.data.normalize``), like the classifier; ``points_rgb()`` and ``segment_rgb()``
-are the same work on uint8 RGB arrays, like ``SamPredictor.set_image``. The DVC stages use those:
-placing points and decoding masks needs no torch, and importing it cost each stage ~2 s.
+are the same work on uint8 RGB arrays, like ``SamPredictor.set_image``: placing points and decoding
+masks needs no torch, so the stages that only do that never import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from camprompt.artifacts import open_arrays
 from camprompt.data import denormalize, normalize
 from camprompt.prompts import (
     BG_LABEL,
     FG_LABEL,
     PAD_LABEL,
-    PLACEMENT_KNOBS,
-    SEARCH_KNOBS,
     ClassifierJudge,
     PromptConfig,
     PromptFinder,
-    PromptResult,
     RegionChoice,
+    background_points,
     eval_no_grad,
+    foreground_points,
+    heatmap_peak,
     pack_points,
-    place_points,
     region_features,
 )
 
-if TYPE_CHECKING:  # torch is imported where images are handled, so the stage helpers below do without it
+if TYPE_CHECKING:  # torch is imported where images are handled: placing points and decoding masks do without it
     from torch import Tensor, nn
 
 __all__ = [
     "SamLike",
     "BasicSamPipeline",
+    "GradCAMPeakPipeline",
     "ForegroundPointsPipeline",
     "ForegroundBackgroundPipeline",
-    "PIPELINES",
-    "build_pipeline",
-    "resolve_strategy",
-    "search_params",
-    "load_heatmap",
-    "strategy_params",
-    "strategy_dir",
-    "region_store",
-    "check_names",
+    "DEFAULT_CAM_CONFIG",
     "check_images",
     "check_rgb",
     "check_points",
 ]
+
+#: The Grad-CAM a pipeline explains with when it is given none: params ``gradcam.configs.layer2``.
+DEFAULT_CAM_CONFIG: Mapping[str, Any] = MappingProxyType({"method": "gradcam", "layers": ("layer2",)})
 
 
 class SamLike(Protocol):
@@ -157,6 +152,10 @@ class BasicSamPipeline:
     ``points_rgb``/``segment_rgb`` do the same on uint8 RGB arrays (B,H,W,3), without torch.
     """
 
+    #: How the points are found, in plain words (the report prints it).
+    description = ("One foreground point at the centre of the image, whatever it shows. It uses neither the "
+                   "classifier nor the image content, so it finds the shape only when the shape covers the centre.")
+
     def __init__(self, predictor: SamLike | None, *, progress: bool = False) -> None:
         if predictor is not None and not (hasattr(predictor, "set_image") and hasattr(predictor, "predict")):
             raise TypeError(f"predictor must be SamPredictor-like (set_image, predict), got {type(predictor).__name__}")
@@ -222,11 +221,6 @@ class BasicSamPipeline:
         return int(np.argmax(scores))
 
 
-# ------------------------------------------------------------------------------------------------
-# Grad-CAM driven pipelines
-# ------------------------------------------------------------------------------------------------
-
-
 def _predict_each(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray]) -> Iterator[Any]:
     """SAM's multimask candidates for each image and its own points, in order.
 
@@ -257,21 +251,21 @@ def _points_agree(mask: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> f
     return float(np.mean(np.where(labels == FG_LABEL, inside, ~inside))) if len(labels) else 1.0
 
 
-class ForegroundPointsPipeline(BasicSamPipeline):
-    """Foreground points from the classifier's Grad-CAM and the image (no background points).
+# ------------------------------------------------------------------------------------------------
+# Grad-CAM driven pipelines
+# ------------------------------------------------------------------------------------------------
 
-    ``classifier``: the trained network (eval mode; never modified). ``cam``: ``{"method": ...,
-    "layers": [...]}`` (a ``gradcam.configs`` entry); used when :meth:`points` is not given
-    precomputed heatmaps. ``config``: the :class:`~camprompt.prompts.PromptConfig` knobs (default:
-    its defaults updated with :attr:`default_knobs`); its ``use_sam`` lets SAM propose candidate
-    regions too (decoder calls; cheap with cached embeddings, an encoder run per image without).
+
+class CamSamPipeline(BasicSamPipeline):
+    """A pipeline whose prompts come from the classifier's Grad-CAM (shared by the CAM pipelines).
+
+    ``classifier``: the trained network (eval mode; never modified; on any device). ``cam``:
+    ``{"method": ..., "layers": [...]}`` (a params ``gradcam.configs`` entry; default
+    :data:`DEFAULT_CAM_CONFIG`), used when no precomputed heatmaps are given.
     """
 
-    #: Knobs this pipeline needs other than PromptConfig's defaults, applied when config/params omit them.
-    default_knobs: Mapping[str, Any] = MappingProxyType({})
-
     def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
-                 config: PromptConfig | None = None, batch_size: int = 32, progress: bool = False) -> None:
+                 progress: bool = False) -> None:
         super().__init__(predictor, progress=progress)
         if classifier is not None:
             from torch import nn  # only here: placing points from stored regions needs no torch
@@ -279,49 +273,17 @@ class ForegroundPointsPipeline(BasicSamPipeline):
             if not isinstance(classifier, nn.Module):
                 raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         self._classifier = classifier
-        self.cam = dict(cam or {"method": "gradcam", "layers": ["layer2"]})
-        self.config = config or self.config_from({})
-        self._check_config()
-        self.batch_size = int(batch_size)
-        self._current: bytes | None = None
-        self.last_results: list[PromptResult] = []
+        cam = dict(cam or DEFAULT_CAM_CONFIG)
+        self.cam = {**cam, "layers": list(cam.get("layers") or [])}
 
     @property
     def classifier(self) -> nn.Module:
-        """The classifier; None is allowed only to segment given points (the ``masks`` stage)."""
+        """The classifier; None is allowed only where no heatmap is computed (stored heatmaps, given points)."""
         if self._classifier is None:
             raise RuntimeError(f"{type(self).__name__} needs the classifier to find points; pass "
                                "classifier=camprompt.classifier.load_classifier(...)")
         return self._classifier
 
-    @property
-    def finder(self) -> PromptFinder:
-        sam = self._sam_proposals if self.config.use_sam else None
-        return PromptFinder(self.config, ClassifierJudge(self.classifier, normalize), sam)
-
-    @classmethod
-    def config_from(cls, params: Mapping[str, Any]) -> PromptConfig:
-        """``PromptConfig.from_params`` of strategy ``params`` over this pipeline's :attr:`default_knobs`."""
-        return PromptConfig.from_params({**cls.default_knobs, **params})
-
-    def _check_config(self) -> None:
-        if self.config.n_bg != 0:
-            raise ValueError(f"{type(self).__name__} places foreground points only; set n_bg: 0 (got {self.config.n_bg})")
-
-    # -- SAM proposals for the finder ----------------------------------------------------------
-    def _sam_proposals(self, image: np.ndarray, point: np.ndarray) -> np.ndarray:
-        """SAM's multimask proposals for one foreground point (the image is set once per image)."""
-        key = image.tobytes()
-        if key != self._current:
-            self.predictor.set_image(image)
-            self._current = key
-        masks, _, _ = self.predictor.predict(
-            point_coords=np.asarray(point, np.float32).reshape(1, 2), point_labels=np.ones(1, np.int64),
-            multimask_output=True,
-        )
-        return np.asarray(masks, bool)
-
-    # -- Grad-CAM -----------------------------------------------------------------------------
     def heatmaps(self, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(heatmaps float32 (B,H,W) in 0..1, predicted classes int64 (B,)) of the configured CAM."""
         from camprompt.gradcam import CAM_METHODS
@@ -338,7 +300,6 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         with eval_no_grad(self.classifier) as device:
             return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)
 
-    # -- prompts ------------------------------------------------------------------------------
     def _cams(self, uint8: np.ndarray, images: Tensor | None, heatmaps: np.ndarray | None,
               targets: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Validated heatmaps float32 (B,H,W) (computed when None) and targets (None: not known yet).
@@ -353,6 +314,102 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         if heatmaps.shape != (batch, height, width):
             raise ValueError(f"heatmaps must be ({batch},{height},{width}) to match the images, got {heatmaps.shape}")
         return heatmaps, None if targets is None else np.asarray(targets, np.int64)
+
+
+class GradCAMPeakPipeline(CamSamPipeline):
+    """SAM prompted with one foreground point at the maximum of the classifier's Grad-CAM.
+
+    The classic way to turn a CAM into a prompt, kept as a baseline: it shows what the region search
+    of :class:`ForegroundPointsPipeline` adds. SAM's proposal is chosen as in the basic pipeline.
+    """
+
+    description = ("One foreground point at the hottest pixel of the classifier's Grad-CAM, the classic way to "
+                   "turn a saliency map into a prompt. Grad-CAM's coarse maps often peak on or just beside the "
+                   "shape's edge, so this point can miss the shape; it is the baseline that shows what the "
+                   "region search adds.")
+
+    def points(self, images: Tensor, heatmaps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One foreground point per image at its heatmap's maximum: coords (B,1,2), labels (B,1).
+
+        ``heatmaps`` (B,H,W): precomputed CAMs of this pipeline's configuration; computed when None.
+        """
+        images = check_images(images)
+        return self._peaks(self._cams(denormalize(images), images, heatmaps, None)[0])
+
+    def points_rgb(self, images: np.ndarray, heatmaps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`points` for uint8 RGB images (B,H,W,3); with ``heatmaps`` given it imports no torch."""
+        return self._peaks(self._cams(check_rgb(images), None, heatmaps, None)[0])
+
+    @staticmethod
+    def _peaks(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return pack_points([heatmap_peak(h)[None] for h in heatmaps])
+
+
+class ForegroundPointsPipeline(CamSamPipeline):
+    """Foreground points from the classifier's Grad-CAM and the image (no background points).
+
+    ``config``: the :class:`~camprompt.prompts.PromptConfig` knobs (default: its defaults updated
+    with :attr:`default_knobs`); its ``use_sam`` lets SAM propose candidate regions too (decoder
+    calls; cheap with cached embeddings, an encoder run per image without).
+    """
+
+    description = ("Grad-CAM says roughly where the evidence is; colour regions grown from its peaks and from a "
+                   "grid, plus SAM's own proposals, are the candidate objects. The classifier judges each "
+                   "candidate (its class should collapse when the region is painted over and survive when the "
+                   "region's silhouette is shown alone), and one foreground point goes to the deepest pixel of "
+                   "the winner's own colour, as far from every edge as possible.")
+
+    #: Knobs this pipeline needs other than PromptConfig's defaults, applied when config/params omit them.
+    default_knobs: Mapping[str, Any] = MappingProxyType({})
+
+    def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
+                 config: PromptConfig | None = None, batch_size: int = 32, progress: bool = False) -> None:
+        super().__init__(predictor, classifier, cam=cam, progress=progress)
+        self.config = config or self.config_from({})
+        self._check_config()
+        self.batch_size = int(batch_size)
+        self._current: bytes | None = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """bool (B,H,W) masks for normalised images (B,3,H,W): Grad-CAM, the object region it points at,
+        foreground points deep inside that region, and SAM's mask for them."""
+        images = check_images(images)
+        uint8, _, choices = self.locate(images)
+        fg = [self.foreground_points(image, choice) for image, choice in zip(uint8, choices)]
+        return self.segment(images, *pack_points(fg))
+
+    @classmethod
+    def config_from(cls, params: Mapping[str, Any]) -> PromptConfig:
+        """``PromptConfig.from_params`` of strategy ``params`` over this pipeline's :attr:`default_knobs`."""
+        return PromptConfig.from_params({**cls.default_knobs, **params})
+
+    def _check_config(self) -> None:
+        if self.config.n_bg != 0:
+            raise ValueError(f"{type(self).__name__} places foreground points only; set n_bg: 0 (got {self.config.n_bg})")
+
+    @property
+    def finder(self) -> PromptFinder:
+        sam = self._sam_proposals if self.config.use_sam else None
+        return PromptFinder(self.config, ClassifierJudge(self.classifier, normalize), sam)
+
+    def _sam_proposals(self, image: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """SAM's multimask proposals for one foreground point (the image is set once per image)."""
+        key = image.tobytes()
+        if key != self._current:
+            self.predictor.set_image(image)
+            self._current = key
+        masks, _, _ = self.predictor.predict(
+            point_coords=np.asarray(point, np.float32).reshape(1, 2), point_labels=np.ones(1, np.int64),
+            multimask_output=True,
+        )
+        return np.asarray(masks, bool)
+
+    # -- the object region ------------------------------------------------------------------------
+    def locate(self, images: Tensor) -> tuple[np.ndarray, np.ndarray, list[RegionChoice]]:
+        """(uint8 images (B,H,W,3), heatmaps (B,H,W), chosen regions): the first half of ``__call__``."""
+        uint8 = denormalize(images)
+        heatmaps, targets = self.heatmaps(images)
+        return uint8, heatmaps, self._search(uint8, images, heatmaps, targets)
 
     def regions(self, images: Tensor, heatmaps: np.ndarray | None = None,
                 targets: Sequence[int] | np.ndarray | None = None) -> list[RegionChoice]:
@@ -383,6 +440,11 @@ class ForegroundPointsPipeline(BasicSamPipeline):
         finally:
             self._current = None
         return choices
+
+    # -- points -------------------------------------------------------------------------------
+    def foreground_points(self, image: np.ndarray, choice: RegionChoice) -> np.ndarray:
+        """(n_fg,2) points (x, y) deep inside the chosen region, on its own colour (its seed if it is empty)."""
+        return foreground_points(image, choice, self.config)
 
     def points(self, images: Tensor, heatmaps: np.ndarray | None = None,
                targets: Sequence[int] | np.ndarray | None = None, regions: np.ndarray | None = None,
@@ -415,16 +477,13 @@ class ForegroundPointsPipeline(BasicSamPipeline):
             choices = self._search(uint8, images, heatmaps, targets)
         else:
             choices = _given_regions(regions, seeds, heatmaps.shape)
-        results = [place_points(img, heat, c, self.config) for img, heat, c in zip(uint8, heatmaps, choices)]
-        self.last_results = results
-        return pack_points([r.fg for r in results], [self._background(r, uint8[i], heatmaps[i]) for i, r in enumerate(results)])
+        return self._place(uint8, heatmaps, choices)
 
-    def _background(self, result: PromptResult, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-        return np.zeros((0, 2))
+    def _place(self, uint8: np.ndarray, heatmaps: np.ndarray, choices: Sequence[RegionChoice]) -> tuple[np.ndarray, np.ndarray]:
+        """Packed points of every image from its chosen region (foreground only here)."""
+        return pack_points([self.foreground_points(image, choice) for image, choice in zip(uint8, choices)])
 
-    def __call__(self, images: Tensor) -> Tensor:
-        return self.segment(images, *self.points(images))
-
+    # -- masks --------------------------------------------------------------------------------
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
                     coords: np.ndarray, labels: np.ndarray) -> int:
         """Keep the proposal that honours the prompts and looks like one solid object.
@@ -472,165 +531,40 @@ class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
     the documented fallback is the pixel farthest from the foreground points.
     """
 
+    description = ("The same foreground point, plus background points that tell SAM where the object ends: "
+                   "pixels a few pixels outside the chosen region, where Grad-CAM is cool and the colour clearly "
+                   "differs from the region's, spread around it.")
+
     default_knobs = MappingProxyType({"n_bg": 2})
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """bool (B,H,W) masks for normalised images (B,3,H,W): Grad-CAM, the object region it points at,
+        foreground points inside it and background points around it, and SAM's mask for all of them."""
+        images = check_images(images)
+        uint8, heatmaps, choices = self.locate(images)
+        fg = [self.foreground_points(image, choice) for image, choice in zip(uint8, choices)]
+        bg = [self.background_points(*found) for found in zip(uint8, heatmaps, choices, fg)]
+        return self.segment(images, *pack_points(fg, bg))
 
     def _check_config(self) -> None:
         if self.config.n_bg < 1:
             raise ValueError(f"{type(self).__name__} needs n_bg >= 1 (got {self.config.n_bg})")
 
-    def _background(self, result: PromptResult, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-        if len(result.bg):
-            return result.bg
+    def background_points(self, image: np.ndarray, heat: np.ndarray, choice: RegionChoice, fg: np.ndarray) -> np.ndarray:
+        """(<=n_bg,2) points (x, y) surely outside the chosen region; the fallback is the pixel farthest
+        from the foreground points ``fg`` (also when the region is empty)."""
+        cfg = self.config
+        region = np.asarray(choice.region, bool)
+        if region.any():
+            bg = background_points(image, region, cfg.n_bg, heat=heat, margin=cfg.bg_margin,
+                                   colour_tol=cfg.colour_tol, max_heat=cfg.bg_max_heat)
+            if len(bg):
+                return bg
         ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
-        far = np.min([np.hypot(xs - x, ys - y) for x, y in result.fg], axis=0)
+        far = np.min([np.hypot(xs - x, ys - y) for x, y in fg], axis=0)
         row, col = np.unravel_index(int(np.argmax(far)), far.shape)
         return np.array([[float(col), float(row)]])
 
-
-DEFAULT_CAM = "layer2"  # the gradcam config a strategy or search uses when it names none
-
-PIPELINES: dict[str, type[BasicSamPipeline]] = {
-    "basic": BasicSamPipeline,
-    "foreground": ForegroundPointsPipeline,
-    "fg_bg": ForegroundBackgroundPipeline,
-}
-
-
-def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: SamLike | None,
-                   classifier: nn.Module | None = None, cam_configs: Mapping[str, Mapping[str, Any]] | None = None,
-                   search_configs: Mapping[str, Mapping[str, Any]] | None = None,
-                   progress: bool = False) -> BasicSamPipeline:
-    """Construct strategy ``name`` from its params (``params.yaml`` ``strategies.<name>``).
-
-    ``predictor`` may be None where no SAM call is needed (centre points) and ``classifier`` None
-    where no points are searched (segmenting given points); the pipeline says so when it needs them.
-    ``pipeline`` picks the class (one of :data:`PIPELINES`). The region search is either named --
-    ``search: C``, a ``searches`` entry (looked up in ``search_configs``) holding ``cam`` and the
-    :data:`~camprompt.prompts.SEARCH_KNOBS`, while the strategy keeps only the
-    :data:`~camprompt.prompts.PLACEMENT_KNOBS` -- or inline (``cam`` and every knob in the strategy).
-    ``cam`` names a ``gradcam.configs`` entry (looked up in ``cam_configs``).
-    """
-    params = dict(strategy_params or {})
-    kind = params.get("pipeline")
-    if kind not in PIPELINES:
-        raise ValueError(f"strategy {name!r}: 'pipeline' must be one of {sorted(PIPELINES)}, got {kind!r}")
-    if kind == "basic":
-        extra = set(params) - {"pipeline"}
-        if extra:
-            raise ValueError(f"strategy {name!r}: the basic pipeline takes no knobs, got {sorted(extra)}")
-        return BasicSamPipeline(predictor, progress=progress)
-    params = resolve_strategy(name, params, search_configs)
-    cam_name = params.get("cam", DEFAULT_CAM)
-    cams = dict(cam_configs or {})
-    if cam_name not in cams:
-        raise ValueError(f"strategy {name!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
-    cls = cast("type[ForegroundPointsPipeline]", PIPELINES[kind])  # basic returned above
-    return cls(predictor, classifier, cam=cams[cam_name], config=cls.config_from(params), progress=progress)
-
-
-def resolve_strategy(name: str, strategy_params: Mapping[str, Any],
-                     search_configs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """A strategy's params in the inline form: the knobs of the search it names (``search: C``) copied in."""
-    params = dict(strategy_params or {})
-    if "search" in params:
-        params = {**search_params(params.pop("search"), search_configs, strategy=name, placement=params), **params}
-    return params
-
-
-def search_params(search: str, search_configs: Mapping[str, Mapping[str, Any]] | None, *, strategy: str,
-                  placement: Mapping[str, Any]) -> dict[str, Any]:
-    """``searches.<search>`` checked against the strategy that names it: each knob lives in one place.
-
-    A search config holds ``cam`` and search knobs only, the strategy placement knobs only; a knob
-    on the wrong side would be silently ignored by the stage that does not read it, so it is an error.
-    """
-    configs = dict(search_configs or {})
-    if search not in configs:
-        raise ValueError(f"strategy {strategy!r}: search {search!r} is not in params `searches`; known: {sorted(configs)}")
-    found = dict(configs[search] or {})
-    wrong = sorted(set(found) - SEARCH_KNOBS - {"cam"})
-    if wrong:
-        raise ValueError(f"searches.{search}: {wrong} are not search knobs (placement knobs {sorted(PLACEMENT_KNOBS)} "
-                         f"belong to the strategies; search knobs are {sorted(SEARCH_KNOBS | {'cam'})})")
-    inline = sorted(set(placement) & (SEARCH_KNOBS | {"cam"}))
-    if inline:
-        raise ValueError(f"strategy {strategy!r} names search {search!r} but also sets its knobs {inline}; "
-                         f"set them in searches.{search} (or a new search config) instead")
-    return found
-
-
-# ------------------------------------------------------------------------------------------------
-# Helpers shared by the per-search and per-strategy DVC stages (regions@C, points@S, masks@S, metrics@S)
-# ------------------------------------------------------------------------------------------------
-
-STRATEGY_ROOT = "data/strategies"
-REGION_ROOT = "data/regions"
-
-
-def strategy_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """``params['strategies'][name]`` with a clear error when it is missing or malformed."""
-    strategies = params.get("strategies") or {}
-    if name not in strategies:
-        raise SystemExit(f"params.yaml has no strategy {name!r}; known: {sorted(strategies)}")
-    strat = strategies[name]
-    if not isinstance(strat, Mapping) or "pipeline" not in strat:
-        raise SystemExit(f"params.yaml strategies.{name} must be a mapping with a 'pipeline' key")
-    return dict(strat)
-
-
-def strategy_dir(name: str, root: str = STRATEGY_ROOT) -> Path:
-    """Where strategy ``name`` keeps its artifacts."""
-    return Path(root) / name
-
-
-def region_store(search: str, root: str = REGION_ROOT) -> Path:
-    """Where the ``regions@<search>`` stage keeps the chosen object regions of search config ``search``."""
-    return Path(root) / f"{search}.zarr"
-
-
-def check_names(found: Sequence[str] | None, expected: Sequence[str], store: Any) -> None:
-    """Stores must hold exactly the evaluated images, in order; otherwise say which stage to re-run."""
-    if found is None or list(found) != list(expected):
-        n = "no" if found is None else len(found)
-        raise SystemExit(
-            f"{store} holds {n} image names that do not match the {len(expected)} evaluated images "
-            "(params eval.split/eval.limit changed?); re-run `dvc repro` so the upstream stages refresh it"
-        )
-
-
-def load_heatmap(params: Mapping[str, Any], cam: str, names: Sequence[str], *,
-                 required: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-    """(heatmap (N,H,W) of gradcam config ``cam``, predicted classes (N,)) from the ``heatmaps`` stage's
-    store, checked against the evaluated images; a missing config is an error (None if not ``required``)."""
-    path = params["gradcam"]["out"]
-    store = open_arrays(path)
-    check_names(store.attrs.get("names"), names, path)
-    preds = np.asarray(store["pred"][...])
-    if f"heatmap_{cam}" not in store:
-        if required:
-            raise SystemExit(f"{path} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
-        return None, preds
-    return np.asarray(store[f"heatmap_{cam}"][...]), preds
-
-
-# ------------------------------------------------------------------------------------------------
-# SAM with cached embeddings, for the DVC stages (regions@C, masks@S)
-# ------------------------------------------------------------------------------------------------
-
-def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray) -> SamLike:
-    """The configured SAM predictor with the cached embeddings attached (no encoder runs).
-
-    Every image must be in the embeddings store: a miss would silently cost an encoder run per image
-    (about a second each), so it is an error that names the stage to re-run.
-    """
-    from camprompt import sam
-
-    predictor = sam.load_predictor(params["sam"])
-    path = params["sam"]["embeddings"]
-    predictor.attach_embeddings(path)
-    cached = set(predictor.cached_keys()) if hasattr(predictor, "cached_keys") else None
-    if cached is not None:
-        missing = sum(sam.image_key(img) not in cached for img in images)
-        if missing:
-            raise SystemExit(f"{path} lacks the embeddings of {missing} evaluated images; run `dvc repro embeddings`")
-    return predictor
+    def _place(self, uint8: np.ndarray, heatmaps: np.ndarray, choices: Sequence[RegionChoice]) -> tuple[np.ndarray, np.ndarray]:
+        fg = [self.foreground_points(image, choice) for image, choice in zip(uint8, choices)]
+        return pack_points(fg, [self.background_points(*found) for found in zip(uint8, heatmaps, choices, fg)])

@@ -23,10 +23,10 @@ propose -> verify -> place recipe:
    of the shape, or a shape glued to background, has the wrong outline).
 3. **Choice**: the weighted sum of all terms (:func:`score_candidates`, weights chosen on val).
 4. **Placement**: foreground points at the deepest interior points of the winning region's own
-   colour (:func:`colour_core`, then :func:`interior_points`, distance-transform maxima, so they are
-   far from any edge and never on background the region swallowed), background
-   points far enough outside it, in low-heat pixels whose colour differs from the region's
-   (:func:`background_points`).
+   colour (:func:`foreground_points`: :func:`colour_core`, then :func:`interior_points`,
+   distance-transform maxima, so they are far from any edge and never on background the region
+   swallowed), background points far enough outside it, in low-heat pixels whose colour differs
+   from the region's (:func:`background_points`).
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ __all__ = [
     "BG_LABEL",
     "PAD_LABEL",
     "PromptConfig",
-    "PromptResult",
     "RegionChoice",
     "PromptFinder",
     "SEARCH_KNOBS",
     "PLACEMENT_KNOBS",
-    "place_points",
+    "foreground_points",
+    "heatmap_peak",
     "ClassifierJudge",
     "eval_no_grad",
     "check_heatmap",
@@ -414,8 +414,9 @@ def background_points(
     return pts[picked]
 
 
-def pack_points(fg: Sequence[np.ndarray], bg: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image fg/bg point lists -> coords float32 (B,K,2), labels int64 (B,K) padded with -1."""
+def pack_points(fg: Sequence[np.ndarray], bg: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image fg/bg point lists -> coords float32 (B,K,2), labels int64 (B,K) padded with -1 (no bg: None)."""
+    bg = [np.zeros((0, 2))] * len(fg) if bg is None else bg
     if len(fg) != len(bg):
         raise ValueError(f"got {len(fg)} foreground lists but {len(bg)} background lists")
     k = max([len(f) + len(b) for f, b in zip(fg, bg)] + [1])
@@ -499,17 +500,6 @@ class RegionChoice:
 
     region: np.ndarray                 # bool (H,W); empty when no plausible candidate was found
     seed: np.ndarray                   # (2,) x, y: the heatmap's strongest point, the fallback fg point
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # every candidate's score
-    features: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class PromptResult:
-    """Points of one image plus the evidence behind them (for figures and debugging)."""
-
-    fg: np.ndarray                     # (n_fg,2) x, y
-    bg: np.ndarray                     # (<=n_bg,2)
-    region: np.ndarray                 # bool (H,W) the chosen candidate
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # every candidate's score
     features: list[dict[str, float]] = field(default_factory=list)
 
@@ -631,18 +621,21 @@ class PromptFinder:
         return RegionChoice(region=cands[int(np.argmax(scores))], seed=seed, scores=scores, features=feats)
 
 
-def place_points(image: np.ndarray, heat: np.ndarray, choice: RegionChoice, cfg: PromptConfig) -> PromptResult:
-    """Foreground points deep inside the chosen region (on its own colour), background points outside.
+def foreground_points(image: np.ndarray, choice: RegionChoice, cfg: PromptConfig) -> np.ndarray:
+    """Up to ``cfg.n_fg`` points (x, y) deep inside the chosen region, on its own colour.
 
     Uses only the :data:`PLACEMENT_KNOBS` of ``cfg``. An empty region (nothing plausible was found)
-    gives the fallback: one foreground point at ``choice.seed`` and no background points.
+    gives the fallback: one point at ``choice.seed``, the heatmap's strongest pixel.
     """
     region = np.asarray(choice.region, bool)
     if not region.any():
-        return PromptResult(fg=np.reshape(choice.seed, (1, 2)).astype(np.float64), bg=np.zeros((0, 2)), region=region,
-                            scores=choice.scores, features=choice.features)
+        return np.reshape(choice.seed, (1, 2)).astype(np.float64)
     core = colour_core(image, region, cfg.colour_tol) if cfg.fg_colour_core else region
-    fg = interior_points(core, cfg.n_fg, cfg.fg_separation)
-    bg = background_points(image, region, cfg.n_bg, heat=heat, margin=cfg.bg_margin,
-                           colour_tol=cfg.colour_tol, max_heat=cfg.bg_max_heat) if cfg.n_bg else np.zeros((0, 2))
-    return PromptResult(fg=fg, bg=bg, region=region, scores=choice.scores, features=choice.features)
+    return interior_points(core, cfg.n_fg, cfg.fg_separation)
+
+
+def heatmap_peak(heat: np.ndarray) -> np.ndarray:
+    """(x, y) of a heatmap's maximum pixel (the first one in row-major order): the classic CAM prompt."""
+    heat = check_heatmap(heat)
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return np.array([float(col), float(row)])

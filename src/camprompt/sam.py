@@ -497,7 +497,7 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 2, cache_size: int = DEFAULT_CACHE_SIZE,
                  encoder: str = "encoder.onnx", providers: Sequence[str] | None = None, embedding_dtype: str = "float32",
-                 decode_workers: int | None = None) -> None:
+                 decode_workers: int | None = None, device: str = "auto") -> None:
         import onnx
         import onnxruntime as ort
 
@@ -510,7 +510,7 @@ class OnnxSamPredictor(BaseSamPredictor):
             raise SamModelError(f"SAM model directory {self.model_dir} does not exist; run `dvc repro sam_model` (or `python -m camprompt.sam fetch` and use the directory it prints)")
         self.manifest = verify_model_dir(self.model_dir, ("encoder.onnx", "decoder.onnx", "decoder_multimask.onnx", encoder))
         opts = session_options(threads)
-        chosen = list(providers) if providers is not None else default_providers()
+        chosen = list(providers) if providers is not None else default_providers(device)
         try:
             self.encoder = ort.InferenceSession(str(self.model_dir / encoder), opts, providers=chosen)
             self._decoder_bytes = fold_mask_upscaling(onnx.load(str(self.model_dir / "decoder_multimask.onnx"))).SerializeToString()
@@ -600,12 +600,12 @@ class TorchSamPredictor(BaseSamPredictor):
 
     def __init__(self, model_type: str = "vit_b", checkpoint: str | os.PathLike[str] | None = None, device: str = "auto",
                  *, model: Any = None, cache_size: int = DEFAULT_CACHE_SIZE, embedding_dtype: str = "float32") -> None:
-        import torch
         from segment_anything import SamPredictor, sam_model_registry
 
+        from camprompt.devices import resolve_device
+
         super().__init__(cache_size, embedding_dtype)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         self.model_type, self.checkpoint = model_type, None
         if model is None:
             if model_type not in sam_model_registry or model_type == "default":
@@ -660,8 +660,9 @@ class TorchSamPredictor(BaseSamPredictor):
 # ------------------------------------------------------------------------------------------------
 
 
-def load_predictor(sam_params: dict[str, Any]) -> BaseSamPredictor:
-    """The predictor that params ``sam`` describe (backend, model_dir, threads, cache_size, embedding_dtype, ...)."""
+def load_predictor(sam_params: dict[str, Any], device: str = "auto") -> BaseSamPredictor:
+    """The predictor that params ``sam`` describe (backend, model_dir, threads, cache_size, embedding_dtype, ...)
+    on params ``device`` (``auto``: the GPU when there is one)."""
     backend = sam_params.get("backend", "onnx")
     cache_size = int(sam_params.get("cache_size", DEFAULT_CACHE_SIZE))
     dtype = str(sam_params.get("embedding_dtype", "float32"))
@@ -670,10 +671,10 @@ def load_predictor(sam_params: dict[str, Any]) -> BaseSamPredictor:
         workers = sam_params.get("decode_workers")
         return OnnxSamPredictor(sam_params.get("model_dir", "data/sam_model"), threads=int(sam_params.get("threads", 2)),
                                 cache_size=cache_size, encoder=encoder, embedding_dtype=dtype,
-                                decode_workers=None if workers is None else int(workers))
+                                decode_workers=None if workers is None else int(workers), device=device)
     if backend == "torch":
         return TorchSamPredictor(sam_params.get("torch_model_type", "vit_b"), sam_params.get("torch_checkpoint"),
-                                 sam_params.get("device", "auto"), cache_size=cache_size, embedding_dtype=dtype)
+                                 device, cache_size=cache_size, embedding_dtype=dtype)
     raise ValueError(f"params sam.backend must be 'onnx' or 'torch', got {backend!r}")
 
 

