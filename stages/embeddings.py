@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from camprompt.artifacts import load_params
 from camprompt.data import load_split
-from camprompt.sam import load_predictor, write_embeddings
+from camprompt.sam import load_predictor
+from camprompt.sam.store import write_embeddings
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from camprompt.artifacts import atomic_path, load_params, save_arrays
 from camprompt.classifier import load_classifier
 from camprompt.data import CLASSES, load_split, normalize
 from camprompt.devices import resolve_device
-from camprompt.gradcam import argmax_hit_rate, compute_split_heatmaps, plot_heatmaps
+from camprompt.gradcam import compute_split_heatmaps
+from camprompt.saliency import argmax_hit_rate, plot_heatmaps
 
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 

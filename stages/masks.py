@@ -25,7 +25,7 @@ def main(name: str) -> None:
     check_names(attrs.get("names"), split.names, points_path)
     predictor = load_attached_predictor(params, split.images)
     pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None, progress=True,
-                              cam_configs=params.get("gradcam", {}).get("configs"), search_configs=params.get("searches"))
+                              cam_configs=params.get("gradcam", {}).get("configs"))
     masks, scores = pipeline.segment_rgb(split.images, arrays["coords"], arrays["labels"])
     save_arrays(strategy_dir(name) / "masks.zarr", {"masks": masks, "scores": scores},
                 {"names": list(split.names), "strategy": name}, chunk_rows=256)

@@ -15,7 +15,8 @@ import sys
 from camprompt.artifacts import ArtifactError, load_arrays, load_params, save_arrays
 from camprompt.data import load_split
 from camprompt.stage_io import check_names, load_heatmap, region_store, run_stage, strategy_dir, strategy_params
-from camprompt.strategies import DEFAULT_CAM, build_pipeline
+from camprompt.conventions import DEFAULT_CAM
+from camprompt.strategies import build_pipeline
 
 
 def main(name: str) -> None:
@@ -23,8 +24,8 @@ def main(name: str) -> None:
     strat = strategy_params(params, name)
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    pipeline = build_pipeline(name, strat, predictor=None, classifier=None,
-                              cam_configs=params["gradcam"]["configs"], search_configs=params.get("searches"))
+    # Placement only: no SAM, no classifier, and no search config (its regions and heatmap are stored).
+    pipeline = build_pipeline(name, strat, predictor=None, classifier=None, cam_configs=params["gradcam"]["configs"])
     cam = None
     if strat["pipeline"] == "basic":
         coords, labels = pipeline.points_rgb(split.images)

@@ -1,11 +1,11 @@
 """DVC stage `regions@C`: the object region of every evaluated image for search config C.
 
 Usage: ``python stages/regions.py C``. Reads params `searches.C` (cam + search knobs), `eval`,
-`data.root`, `gradcam.out`, `train.checkpoint` and `sam` (predictor + cached embeddings, for SAM
-proposals). Writes `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing plausible
-was found), seeds float32 (N,2) (the heatmap's strongest point, the fallback foreground point),
-attrs names/search/params/cam. This is the expensive half of the point search (classifier probes,
-SAM decoder calls); every strategy with `search: C` places its points from it in `points@S`.
+`data.root`, `gradcam.out`, `train.checkpoint`, `device` and `sam` (predictor + cached embeddings,
+for SAM proposals). Writes `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing
+plausible was found), seeds float32 (N,2) (the heatmap's strongest point, the fallback foreground
+point), attrs names/search/params/cam. This is the expensive half of the point search (classifier
+probes, SAM decoder calls); every strategy with `search: C` places its points from it in `points@S`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 
 from camprompt.artifacts import ArtifactError, load_params, save_arrays
 from camprompt.classifier import load_classifier
+from camprompt.conventions import DEFAULT_CAM
+from camprompt.data import load_split
 from camprompt.devices import resolve_device
-from camprompt.data import load_split, normalize
+from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import load_attached_predictor, load_heatmap, region_store, run_stage
-from camprompt.strategies import DEFAULT_CAM, build_pipeline
-from camprompt.prompts import PromptConfig
 
 
 def main(search: str) -> None:
@@ -28,17 +28,15 @@ def main(search: str) -> None:
     searches = params.get("searches") or {}
     if search not in searches:
         raise ArtifactError(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
+    knobs = dict(searches[search] or {})
+    cam = knobs.pop("cam", DEFAULT_CAM)
+    config = SearchConfig.from_params(knobs)
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    cam = searches[search].get("cam", DEFAULT_CAM)
     heat, preds = load_heatmap(params, cam, split.names)
-    pipeline = build_pipeline(
-        f"search {search}", {"pipeline": "foreground", "search": search},
-        predictor=load_attached_predictor(params, split.images) if searches[search].get("use_sam", PromptConfig.use_sam) else None,
-        classifier=load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
-        cam_configs=params["gradcam"]["configs"], search_configs=searches, progress=True,
-    )
-    choices = pipeline.regions(normalize(split.images), heatmaps=heat, targets=preds)  # type: ignore[attr-defined]
+    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    predictor = load_attached_predictor(params, split.images) if config.use_sam else None
+    choices = RegionSearch(config, classifier, predictor, progress=True).regions(split.images, heat, preds)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
     regions = np.stack([c.region for c in choices]) if choices else np.zeros((0, h, w), bool)
     seeds = np.stack([c.seed for c in choices]).astype(np.float32) if choices else np.zeros((0, 2), np.float32)

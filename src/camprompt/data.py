@@ -12,57 +12,38 @@ On-disk layout (``root`` = ``data/synthetic_shapes`` by default)::
     labels/{split}/NAME.txt   the class name, one line
     dataset.json              seed, background source, sizes, class counts, rules, generator version
 
-Generation rules (why each exists):
-
-* Shapes are rasterised on pixel centres with no anti-aliasing, so the mask is *exactly* the set of
-  pixels painted with the fill colour -- no ambiguous edge pixels in the segmentation ground truth.
-* A shape spans ``min_shape_size``..``max_shape_size`` pixels (its bounding box), is axis-aligned
-  (a diamond is a square turned 45 degrees; triangle and star point up) and may sit anywhere as long
-  as at least ``min_inside`` of its area lies inside the frame (partly cut shapes are realistic, but a
-  sliver would make the label unknowable).
-* **Minimum-contrast rule.** The fill colour must stand out from the background it covers: the 10th
-  percentile, over the covered background pixels, of the Euclidean RGB distance (0..441) between the
-  fill colour and the pixel must be at least ``min_contrast`` (default 60). So at least 90% of the
-  shape differs clearly from what it hides; a plain mean-colour rule would let a shape vanish into
-  half of a two-tone background. In addition the fill colour never occurs anywhere in the image's
-  background, so ``(image == colour).all(-1)`` recovers the mask exactly. Colours are drawn uniformly
-  at random; when 64 draws fail, the eight corners of the RGB cube are tried, then a new placement.
-* Splits never share a background image: one seeded permutation of the source is cut into disjoint
-  consecutive ranges, one per split.
-* Everything is derived from ``numpy.random.default_rng([seed, split, index])``, so the same params
-  give byte-identical files, and the whole dataset is written into a temporary directory that is
-  renamed into place only when complete (``camprompt.artifacts.atomic_path``).
+The shapes and the rules that paint them (contrast, placement, colour) are :mod:`camprompt.shapes`.
+Splits never share a background image: one seeded permutation of the source is cut into disjoint
+consecutive ranges, one per split. Everything is derived from
+``numpy.random.default_rng([seed, split, index])``, so the same params give byte-identical files,
+and the whole dataset is written into a temporary directory that is renamed into place only when
+complete (``camprompt.artifacts.atomic_path``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.path import Path as PolygonPath
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from camprompt.artifacts import ArtifactError, atomic_path, read_json, write_json
+from camprompt.shapes import CLASSES, CONTRAST_PERCENTILE, compose_image
 
 if TYPE_CHECKING:  # torch is imported by the functions that make tensors: reading the data needs none
     import torch
 
-CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 GENERATOR_VERSION = 1
 BACKGROUND_SOURCES = ("auto", "npz", "cifar10", "procedural")
-CONTRAST_PERCENTILE = 10.0
-_COLOUR_DRAWS = 64
-_PLACEMENT_TRIES = 200
-_CUBE_CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.uint8)
 
 
 class DatasetError(ArtifactError):
@@ -98,9 +79,35 @@ def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     import torch
 
     t = _as_uint8_batch(images).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    return normalize_float(t).contiguous()
+
+
+def normalize_float(x: torch.Tensor) -> torch.Tensor:
+    """float (N,3,H,W) in 0..1 -> the model's input (ImageNet mean/std), e.g. an augmented batch."""
+    import torch
+
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((t - mean) / std).contiguous()
+    return (x - mean) / std
+
+
+def check_normalized(images: Any) -> torch.Tensor:
+    """Images must be a float tensor (B,3,H,W) as made by :func:`normalize`, or a clear error."""
+    import torch
+
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor (B,3,H,W) normalised with camprompt.data.normalize, got "
+            f"{type(images).__name__}"
+        )
+    if images.ndim != 4 or images.shape[1] != 3:
+        hint = " For one image use images[None]." if images.ndim == 3 else ""
+        raise ValueError(f"images must have shape (B,3,H,W), got {tuple(images.shape)}.{hint}")
+    if not images.is_floating_point():
+        raise TypeError(f"images have dtype {images.dtype}; pass camprompt.data.normalize(uint8 images)")
+    if min(images.shape) == 0:
+        raise ValueError(f"images have an empty dimension: {tuple(images.shape)}")
+    return images
 
 
 def denormalize(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -116,102 +123,6 @@ def denormalize(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
     x = (t * std + mean) * 255.0
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-# ------------------------------------------------------------------------------------------------
-# Shapes
-# ------------------------------------------------------------------------------------------------
-
-
-def _polygon(cls: str, cx: float, cy: float, size: float) -> np.ndarray | None:
-    """Vertices (x, y) of the polygonal classes, bounding box ``size`` wide; None for the others."""
-    h = size / 2.0
-    if cls == "triangle":  # isosceles, apex up, as tall as wide
-        return np.array([[cx, cy - h], [cx + h, cy + h], [cx - h, cy + h]])
-    if cls == "star":  # five points, one straight up; inner radius 0.45 keeps the arms visible at 10 px
-        angles = -np.pi / 2 + np.arange(10) * np.pi / 5
-        radii = np.where(np.arange(10) % 2 == 0, h, 0.45 * h)
-        return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
-    return None
-
-
-def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> np.ndarray:
-    """Crisp boolean mask (height, width) of one shape centred at (cx, cy), spanning ``size`` pixels.
-
-    Pixel (x, y) is inside when its centre is, so there is no anti-aliasing and the mask is exact.
-    Coordinates may lie outside the frame (the shape is then clipped).
-    """
-    if cls not in CLASSES:
-        raise ValueError(f"unknown shape class {cls!r}; expected one of {CLASSES}")
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    h = size / 2.0
-    if cls == "circle":
-        return (xs - cx) ** 2 + (ys - cy) ** 2 <= h * h
-    if cls == "square":
-        return (np.abs(xs - cx) <= h) & (np.abs(ys - cy) <= h)
-    if cls == "diamond":
-        return np.abs(xs - cx) + np.abs(ys - cy) <= h
-    verts = _polygon(cls, cx, cy, size)
-    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
-    return PolygonPath(verts).contains_points(points).reshape(height, width)
-
-
-def _inside_fraction(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> tuple[np.ndarray, float]:
-    """Mask in the frame and the fraction of the full shape's area that it keeps."""
-    pad = int(np.ceil(size)) + 2
-    big = render_shape(cls, cx + pad, cy + pad, size, width + 2 * pad, height + 2 * pad)
-    mask = big[pad : pad + height, pad : pad + width]
-    total = int(big.sum())
-    return mask, (float(mask.sum()) / total if total else 0.0)
-
-
-def colour_contrast(colour: np.ndarray, covered: np.ndarray) -> float:
-    """The contrast rule's statistic: 10th percentile of RGB distance from ``colour`` to ``covered`` (K,3)."""
-    dist = np.linalg.norm(covered.astype(np.float64) - colour.astype(np.float64), axis=1)
-    return float(np.percentile(dist, CONTRAST_PERCENTILE))
-
-
-def _colour_ok(colour: np.ndarray, covered: np.ndarray, outside: np.ndarray, min_contrast: float) -> bool:
-    if colour_contrast(colour, covered) < min_contrast:
-        return False
-    return not bool((outside == colour).all(axis=1).any())
-
-
-def _pick_colour(rng: np.random.Generator, background: np.ndarray, mask: np.ndarray, min_contrast: float) -> np.ndarray | None:
-    covered, outside = background[mask], background[~mask]
-    for colour in rng.integers(0, 256, size=(_COLOUR_DRAWS, 3), dtype=np.uint8):
-        if _colour_ok(colour, covered, outside, min_contrast):
-            return colour
-    for colour in _CUBE_CORNERS:
-        if _colour_ok(colour, covered, outside, min_contrast):
-            return colour
-    return None
-
-
-def compose_image(
-    rng: np.random.Generator, background: np.ndarray, cls: str, *,
-    min_shape_size: float, max_shape_size: float, min_inside: float, min_contrast: float,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Paint one random shape of class ``cls`` on ``background`` (H,W,3) -> (image, mask, info)."""
-    height, width = background.shape[:2]
-    for _ in range(_PLACEMENT_TRIES):
-        size = float(rng.uniform(min_shape_size, max_shape_size))
-        cx = float(rng.uniform(-size / 2, width - 1 + size / 2))
-        cy = float(rng.uniform(-size / 2, height - 1 + size / 2))
-        mask, inside = _inside_fraction(cls, cx, cy, size, width, height)
-        if inside < min_inside or not mask.any():
-            continue
-        colour = _pick_colour(rng, background, mask, min_contrast)
-        if colour is None:
-            continue
-        image = background.copy()
-        image[mask] = colour
-        info = {"size": size, "center": [cx, cy], "colour": colour.tolist(), "inside": inside}
-        return image, mask, info
-    raise RuntimeError(
-        f"could not place a {cls} with min_inside={min_inside} and min_contrast={min_contrast} after "
-        f"{_PLACEMENT_TRIES} tries; lower data.min_contrast or data.min_inside in params.yaml"
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,7 +309,7 @@ class SyntheticShapes:
     A map-style dataset in torchvision's manner (``root``, ``split``, ``transform``; ``__len__`` and
     ``__getitem__``), which is all ``torch.utils.data.DataLoader`` needs. It does not subclass
     torch's ``Dataset`` so that reading the data imports no torch: the metrics and report stages
-    only read, and torch's import is 1.3 s of each of their runs.
+    only read, and importing torch would be a large share of each of their runs.
 
     ``mask`` is a bool ndarray (H,W). The file list and labels are checked when the dataset is
     opened (names must match across images/masks/labels; class names must be known), so a broken
@@ -484,8 +395,3 @@ def load_split(root: str | os.PathLike[str], split: str, limit: int | None = Non
 def read_metadata(root: str | os.PathLike[str]) -> dict[str, Any]:
     """``dataset.json`` of a generated dataset."""
     return read_json(Path(root) / "dataset.json")
-
-
-def class_names(labels: Sequence[int]) -> list[str]:
-    """Label ids -> class names."""
-    return [CLASSES[int(i)] for i in labels]

