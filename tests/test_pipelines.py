@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from camprompt.data import compose_image, normalize, procedural_backgrounds
+from camprompt.data import normalize, procedural_backgrounds
 from camprompt.metrics import points_in_mask
 from camprompt.pipelines import BasicSamPipeline, GradCAMPeakPipeline
 from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundPointsPipeline
+from camprompt.shapes import ShapeRules, compose_image
 from camprompt.colour import colour_core, grow_region
 from camprompt.saliency import heatmap_seeds, is_flat
 from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points
@@ -85,7 +86,7 @@ def _scene(cls: str = "square", seed: int = 0, colour: tuple[int, int, int] = (2
 
     bg = np.asarray(Image.fromarray(bg).resize((W, H), Image.BILINEAR))
     rng = np.random.default_rng(seed)
-    image, mask, _ = compose_image(rng, bg, cls, min_shape_size=12, max_shape_size=18, min_inside=1.0, min_contrast=60)
+    image, mask, _ = compose_image(rng, bg, cls, ShapeRules(min_shape_size=12, max_shape_size=18, min_inside=1.0, min_contrast=60))
     image[mask] = colour
     return image, mask
 

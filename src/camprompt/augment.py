@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from camprompt.perturb import jpeg_round_trip
 
 __all__ = ["Augment"]
 
@@ -69,18 +70,12 @@ class Augment:
     def _jpeg(self, images: Tensor, gen: torch.Generator) -> Tensor:
         """JPEG-compress a random share of the batch: 8x8-block artefacts and chroma bleeding, which
         neither noise nor blur imitate, are what real (re-saved) images carry."""
-        import io
-
-        from PIL import Image
-
         lo, hi = (int(q) for q in self.jpeg_quality)
         chosen = torch.rand(images.shape[0], generator=gen) < self.jpeg
         qualities = torch.randint(lo, hi + 1, (images.shape[0],), generator=gen)
         out = images.clone()
         for i in torch.nonzero(chosen).flatten().tolist():
-            buf = io.BytesIO()
-            Image.fromarray(images[i].numpy()).save(buf, format="JPEG", quality=int(qualities[i]))
-            out[i] = torch.from_numpy(np.array(Image.open(buf).convert("RGB")))
+            out[i] = torch.from_numpy(jpeg_round_trip(images[i].numpy(), int(qualities[i])))
         return out
 
 

@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from camprompt.artifacts import ArtifactError, atomic_path, read_json, write_json
-from camprompt.shapes import CLASSES, CONTRAST_PERCENTILE, compose_image
+from camprompt.shapes import CLASSES, ShapeRules, compose_image
 
 if TYPE_CHECKING:  # torch is imported by the functions that make tensors: reading the data needs none
     import torch
@@ -225,14 +225,32 @@ def _write_sample(root: Path, split: str, name: str, image: np.ndarray, mask: np
     (root / "labels" / split / f"{name}.txt").write_text(cls + "\n")
 
 
+def write_split(root: str | os.PathLike[str], split: str, arrays: SplitArrays, meta: Mapping[str, Any]) -> Path:
+    """Write one split (e.g. a degraded copy of another) in the dataset layout, with ``meta`` as its
+    ``dataset.json``, atomically: ``root`` holds either the whole split or what it held before."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if not (len(arrays.images) == len(arrays.masks) == len(arrays.labels) == len(arrays.names)):
+        raise ValueError("images, masks, labels and names must have one entry per image")
+    with atomic_path(root) as tmp:
+        for kind in ("images", "masks", "labels"):
+            (tmp / kind / split).mkdir(parents=True)
+        for name, image, mask, label in zip(arrays.names, arrays.images, arrays.masks, arrays.labels):
+            _write_sample(tmp, split, name, image, mask, CLASSES[int(label)])
+        write_json(tmp / "dataset.json", dict(meta))
+    return Path(root)
+
+
 def generate_dataset(
     root: str | os.PathLike[str], *, seed: int = 0, sizes: Mapping[str, int] | None = None,
     backgrounds: str = "auto", npz: str | os.PathLike[str] | None = None, cifar_root: str | os.PathLike[str] | None = None,
     width: int = 64, height: int = 48, min_shape_size: float = 10, max_shape_size: float = 20,
-    min_inside: float = 0.8, min_contrast: float = 60.0, progress: bool = True,
+    min_inside: float = 0.8, min_contrast: float = 60.0, contrast: str = "p10", exclusive_colour: bool = True,
+    rasteriser: str = "centre", progress: bool = True,
 ) -> dict[str, Any]:
     """Generate the whole dataset into ``root`` atomically and return the ``dataset.json`` content.
 
+    The shape knobs are :class:`camprompt.shapes.ShapeRules`' (the defaults are this benchmark's).
     Same arguments => byte-identical files. If anything fails midway, ``root`` is left untouched
     (a previous dataset stays intact) and no partial directory remains.
     """
@@ -240,10 +258,9 @@ def generate_dataset(
     unknown = set(sizes) - set(SPLITS)
     if unknown or any(int(v) < 0 for v in sizes.values()):
         raise ValueError(f"data.sizes must map splits {SPLITS} to non-negative counts, got {sizes}")
-    if not 0 < min_shape_size <= max_shape_size:
-        raise ValueError(f"need 0 < min_shape_size <= max_shape_size, got {min_shape_size}, {max_shape_size}")
-    if not 0 < min_inside <= 1:
-        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
+    rules = ShapeRules(min_shape_size=float(min_shape_size), max_shape_size=float(max_shape_size),
+                       min_inside=float(min_inside), min_contrast=float(min_contrast), contrast=contrast,
+                       exclusive_colour=bool(exclusive_colour), rasteriser=rasteriser)
     splits = [s for s in SPLITS if s in sizes]
     total = sum(int(sizes[s]) for s in splits)
     source_images, source = load_backgrounds(backgrounds, total, seed=seed, npz=npz, cifar_root=cifar_root)
@@ -252,13 +269,8 @@ def generate_dataset(
     meta: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION, "seed": seed, "classes": list(CLASSES), "source": source,
         "width": width, "height": height, "sizes": {s: int(sizes[s]) for s in splits},
-        "min_shape_size": min_shape_size, "max_shape_size": max_shape_size, "min_inside": min_inside,
-        "min_contrast": min_contrast,
-        "contrast_rule": (
-            f"the {CONTRAST_PERCENTILE:g}th percentile over the covered background pixels of the Euclidean RGB "
-            f"distance (0..441) between the fill colour and the pixel is >= min_contrast; the fill colour "
-            "never occurs in the image's background"
-        ),
+        **rules.as_dict(),
+        "contrast_rule": rules.describe(),
         "background_resize": "bilinear (PIL) to width x height",
         "class_counts": {},
     }
@@ -275,10 +287,7 @@ def generate_dataset(
                 rng = np.random.default_rng([seed, split_index, i])
                 bg = np.asarray(Image.fromarray(source_images[ids[i]]).resize((width, height), Image.BILINEAR))
                 cls = CLASSES[labels[i]]
-                image, mask, _ = compose_image(
-                    rng, bg, cls, min_shape_size=min_shape_size, max_shape_size=max_shape_size,
-                    min_inside=min_inside, min_contrast=min_contrast,
-                )
+                image, mask, _ = compose_image(rng, bg, cls, rules)
                 _write_sample(tmp, split, f"{i:05d}", image, mask, cls)
             meta["class_counts"][split] = {c: int((labels == k).sum()) for k, c in enumerate(CLASSES)}
         write_json(tmp / "dataset.json", meta)

@@ -97,21 +97,31 @@ class BasicSamPipeline:
         """bool (B,H,W) masks for normalised images (B,3,H,W)."""
         return self.segment(images, *self.points(images))
 
-    def segment(self, images: Tensor, point_coords: Any, point_labels: Any) -> Tensor:
-        """bool (B,H,W): SAM's chosen mask for each image and its points (label -1 = padding, ignored)."""
-        return self.segment_with_scores(images, point_coords, point_labels)[0]
+    def segment(self, images: Tensor, point_coords: Any, point_labels: Any, regions: np.ndarray | None = None) -> Tensor:
+        """bool (B,H,W): SAM's chosen mask for each image and its points (label -1 = padding, ignored).
 
-    def segment_with_scores(self, images: Tensor, point_coords: Any, point_labels: Any) -> tuple[Tensor, np.ndarray]:
+        ``regions`` bool (B,H,W): the object regions the points came from, when known (a pipeline
+        may use them to choose among SAM's proposals).
+        """
+        return self.segment_with_scores(images, point_coords, point_labels, regions)[0]
+
+    def segment_with_scores(self, images: Tensor, point_coords: Any, point_labels: Any,
+                            regions: np.ndarray | None = None) -> tuple[Tensor, np.ndarray]:
         """Like :meth:`segment`, plus SAM's predicted IoU of each chosen mask (float32 (B,))."""
         import torch
 
-        masks, scores = self.segment_rgb(denormalize(check_normalized(images)), point_coords, point_labels)
+        masks, scores = self.segment_rgb(denormalize(check_normalized(images)), point_coords, point_labels, regions)
         return torch.from_numpy(masks), scores
 
-    def segment_rgb(self, images: np.ndarray, point_coords: Any, point_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    def segment_rgb(self, images: np.ndarray, point_coords: Any, point_labels: Any,
+                    regions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`segment_with_scores` for uint8 RGB images (B,H,W,3): (masks bool (B,H,W), scores float32 (B,))."""
         uint8 = check_rgb_batch(images)
         coords, labels = check_point_batch(point_coords, point_labels, uint8.shape[0])
+        if regions is not None:
+            regions = np.asarray(regions)
+            if regions.shape != uint8.shape[:3] or regions.dtype != bool:
+                raise ValueError(f"regions must be bool {uint8.shape[:3]} to match the images, got {regions.dtype} {regions.shape}")
         keep = labels != PAD_LABEL
         prompts = ([c[k].astype(np.float32) for c, k in zip(coords, keep)], [lab[k].astype(np.int64) for lab, k in zip(labels, keep)])
         masks = np.zeros(uint8.shape[:3], bool)
@@ -122,12 +132,13 @@ class BasicSamPipeline:
             proposals = np.asarray(proposals, bool)
             if proposals.ndim != 3 or proposals.shape[1:] != uint8.shape[1:3]:
                 raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
-            k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep[i]], labels[i][keep[i]])
+            k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep[i]], labels[i][keep[i]],
+                                 None if regions is None else regions[i])
             masks[i], scores[i] = proposals[k], float(ious[k])
         return masks, scores
 
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
-                    coords: np.ndarray, labels: np.ndarray) -> int:
+                    coords: np.ndarray, labels: np.ndarray, region: np.ndarray | None = None) -> int:
         """Index of the proposal to keep: the baseline trusts SAM's predicted IoU."""
         return int(np.argmax(scores))
 

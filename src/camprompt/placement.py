@@ -33,7 +33,8 @@ class PlacementConfig:
     fg_colour_core: bool = True   # foreground points on the region's own colour only (colour_core)
     bg_margin: float = 4.0        # background points at least this far from the region (px)
     bg_max_heat: float = 0.5      # ... in pixels with heat below this
-    w_mask_colour: float = 0.5    # mask choice: weight of colour evidence vs SAM's predicted IoU
+    w_mask_colour: float = 0.5    # mask choice: weight of colour evidence vs SAM's predicted IoU ...
+    w_mask_region: float = 0.0    # ... and of the proposal's IoU with the search's region
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], ignore: Sequence[str] = ()) -> PlacementConfig:

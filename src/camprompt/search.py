@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from camprompt.colour import grow_region, region_features
 from camprompt.conventions import check_heatmap, check_rgb_batch, knobs_from_params, point_pixels
 from camprompt.data import normalize
+from camprompt.denoise import FILTER_MODES, filtered
 from camprompt.saliency import grid_points, heatmap_seeds
 from camprompt.judge import ClassifierJudge
 from camprompt.placement import RegionChoice, interior_points
@@ -71,6 +72,8 @@ class SearchConfig:
     w_heat_near: float = 0.5
     w_flatness: float = 1.0
     w_ring: float = 1.0
+    smooth: str = "none"          # colour evidence on: none (the image) | bilateral | auto (camprompt.denoise)
+    smooth_threshold: float = 0.0  # auto: smooth images whose estimated noise sigma exceeds this
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], ignore: Sequence[str] = ("cam",)) -> SearchConfig:
@@ -80,6 +83,8 @@ class SearchConfig:
             raise ValueError(f"need max_seeds >= 1, got {cfg.max_seeds}")
         if not (cfg.use_sam or cfg.use_grow):
             raise ValueError("at least one candidate source (use_sam, use_grow) must be enabled")
+        if cfg.smooth not in FILTER_MODES:
+            raise ValueError(f"smooth must be one of {FILTER_MODES}, got {cfg.smooth!r}")
         return cfg
 
 
@@ -144,7 +149,7 @@ class RegionSearch:
                 cands = [self.candidates(img, h) for img, h in zip(images[start:stop], heats[start:stop])]
                 evidence = judge.evidence([(img, np.asarray(c).reshape(-1, *img.shape[:2]), int(t))
                                            for img, c, t in zip(images[start:stop], cands, targets[start:stop])])
-                choices.extend(self._choose(img, h, c, ev)
+                choices.extend(self._choose(self._colour_view(img), h, c, ev)
                                for img, h, c, ev in zip(images[start:stop], heats[start:stop], cands, evidence))
         finally:
             self._current = None
@@ -160,11 +165,12 @@ class RegionSearch:
         heatmap seeds.
         """
         cfg = self.config
+        colours = self._colour_view(image)
         peaks = heatmap_seeds(heat, cfg.max_seeds, cfg.seed_distance, cfg.seed_sigma, cfg.seed_threshold)
         seeds = np.concatenate([peaks, grid_points(heat.shape, cfg.grid_step)]) if cfg.grid_step > 0 else peaks
-        found = self._grown(image, seeds) if cfg.use_grow else []
+        found = self._grown(colours, seeds) if cfg.use_grow else []
         if cfg.use_grow:
-            feats = [region_features(image, heat, m) for m in found]
+            feats = [region_features(colours, heat, m) for m in found]
             order = np.argsort(-score_candidates(feats, cfg, cheap=True), kind="stable")
             found = [found[i] for i in order[: cfg.max_candidates]]
         if cfg.use_sam:
@@ -175,6 +181,10 @@ class RegionSearch:
             for point in anchors:
                 found.extend(m for m in self._sam_proposals(image, point) if self._plausible(m))
         return _dedupe(found, cfg.dedupe_iou)
+
+    def _colour_view(self, image: np.ndarray) -> np.ndarray:
+        """The image the colour evidence is read from (``smooth``): noise flattened, edges kept."""
+        return filtered(image, self.config.smooth, self.config.smooth_threshold)
 
     def _plausible(self, mask: np.ndarray) -> bool:
         return self.config.min_area <= int(mask.sum()) <= self.config.max_area_frac * mask.size

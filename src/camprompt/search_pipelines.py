@@ -22,6 +22,7 @@ import numpy as np
 from camprompt.colour import mask_solidity
 from camprompt.conventions import FG_LABEL, check_rgb_batch, point_pixels
 from camprompt.data import check_normalized, denormalize
+from camprompt.metrics import iou_batch
 from camprompt.pipelines import CamSamPipeline, SamLike
 from camprompt.placement import PlacementConfig, RegionChoice, background_points, foreground_points, pack_points
 
@@ -67,7 +68,7 @@ class ForegroundPointsPipeline(CamSamPipeline):
         images = check_normalized(images)
         uint8, _, choices = self.locate(images)
         fg = [self.foreground_points(image, choice) for image, choice in zip(uint8, choices)]
-        return self.segment(images, *pack_points(fg))
+        return self.segment(images, *pack_points(fg), regions=np.stack([c.region for c in choices]))
 
     @classmethod
     def placement_from(cls, params: Mapping[str, Any]) -> PlacementConfig:
@@ -160,22 +161,28 @@ class ForegroundPointsPipeline(CamSamPipeline):
 
     # -- masks --------------------------------------------------------------------------------
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
-                    coords: np.ndarray, labels: np.ndarray) -> int:
+                    coords: np.ndarray, labels: np.ndarray, region: np.ndarray | None = None) -> int:
         """Keep the proposal that honours the prompts and looks like one solid object.
 
         SAM's predicted IoU alone sometimes prefers a part of the shape or the shape plus a patch of
         background. Among the proposals that honour the most prompts, the score adds the colour
         evidence of :func:`camprompt.colour.mask_solidity` (homogeneity inside, contrast with the
-        1-px ring outside) to SAM's predicted IoU.
+        1-px ring outside) and, when the search's ``region`` is given, ``w_mask_region`` times the
+        proposal's IoU with it (the search already weighed the evidence for that region) to SAM's
+        predicted IoU.
         """
         agree = np.array([_points_agree(m, coords, labels) for m in masks])
         cfg = self.placement_config
+        use_region = region is not None and cfg.w_mask_region > 0 and np.asarray(region).any()
         total = []
         for m, s, a in zip(masks, scores, agree):
             if a < agree.max() or not m.any():
                 total.append(-np.inf)
                 continue
-            total.append(float(s) + cfg.w_mask_colour * mask_solidity(image, m, cfg.colour_tol))
+            score = float(s) + cfg.w_mask_colour * mask_solidity(image, m, cfg.colour_tol)
+            if use_region:
+                score += cfg.w_mask_region * float(iou_batch(m[None], np.asarray(region, bool)[None])[0])
+            total.append(score)
         return int(np.argmax(total)) if np.isfinite(total).any() else int(np.argmax(scores))
 
 
@@ -213,7 +220,7 @@ class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
         uint8, heatmaps, choices = self.locate(images)
         fg = [self.foreground_points(image, choice) for image, choice in zip(uint8, choices)]
         bg = [self.background_points(*found) for found in zip(uint8, heatmaps, choices, fg)]
-        return self.segment(images, *pack_points(fg, bg))
+        return self.segment(images, *pack_points(fg, bg), regions=np.stack([c.region for c in choices]))
 
     def _check_placement(self) -> None:
         if self.placement_config.n_bg < 1:

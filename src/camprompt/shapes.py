@@ -25,15 +25,20 @@ binary mask. The rules, and why each exists:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib.path import Path as PolygonPath
 
-__all__ = ["CLASSES", "CONTRAST_PERCENTILE", "render_shape", "colour_contrast", "compose_image"]
+__all__ = ["CLASSES", "CONTRAST_PERCENTILE", "CONTRAST_STATS", "RASTERISERS", "ShapeRules", "render_shape",
+           "render_coverage", "colour_contrast", "compose_image"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond")
 CONTRAST_PERCENTILE = 10.0
+CONTRAST_STATS = ("p10", "mean")        # the statistic the contrast rule bounds (see ShapeRules)
+RASTERISERS = ("centre", "antialias")   # how a shape becomes pixels (see ShapeRules)
+_SUPERSAMPLE = 4                        # antialias: sub-pixels per pixel side
 _COLOUR_DRAWS = 64
 _PLACEMENT_TRIES = 200
 _CUBE_CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.uint8)
@@ -72,6 +77,59 @@ def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height
     return PolygonPath(verts).contains_points(points).reshape(height, width)
 
 
+@dataclass(frozen=True)
+class ShapeRules:
+    """How a generator paints a shape. The defaults are this benchmark's rules (the docstring above).
+
+    Another author's generator plausibly differs in each knob, so the robustness variants use a
+    second set ("foreign"): ``contrast``: ``p10`` bounds the 10th percentile of the RGB distances
+    between the fill colour and the covered pixels, ``mean`` only the distance to their mean colour
+    (weaker: half the shape may match the background); ``exclusive_colour``: whether the fill colour
+    is kept out of the rest of the image; ``rasteriser``: ``centre`` paints the pixels whose centre
+    is inside (crisp, exact masks), ``antialias`` blends the colour by each pixel's coverage (4x4
+    sub-pixels) and the mask holds the pixels at least half covered.
+    """
+
+    min_shape_size: float = 10.0
+    max_shape_size: float = 20.0
+    min_inside: float = 0.8
+    min_contrast: float = 60.0
+    contrast: str = "p10"
+    exclusive_colour: bool = True
+    rasteriser: str = "centre"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_shape_size <= self.max_shape_size:
+            raise ValueError(f"need 0 < min_shape_size <= max_shape_size, got {self.min_shape_size}, {self.max_shape_size}")
+        if not 0 < self.min_inside <= 1:
+            raise ValueError(f"min_inside must be in (0, 1], got {self.min_inside}")
+        if not (np.isfinite(self.min_contrast) and self.min_contrast >= 0):
+            raise ValueError(f"min_contrast must be a number >= 0 (RGB distance, 0..441), got {self.min_contrast}")
+        if self.contrast not in CONTRAST_STATS:
+            raise ValueError(f"contrast must be one of {CONTRAST_STATS}, got {self.contrast!r}")
+        if self.rasteriser not in RASTERISERS:
+            raise ValueError(f"rasteriser must be one of {RASTERISERS}, got {self.rasteriser!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """The contrast and colour rules in words (recorded in ``dataset.json``)."""
+        stat = (f"the {CONTRAST_PERCENTILE:g}th percentile over the covered background pixels of the Euclidean RGB "
+                "distance (0..441) between the fill colour and the pixel" if self.contrast == "p10" else
+                "the Euclidean RGB distance (0..441) between the fill colour and the covered background's mean colour")
+        colour = ("; the fill colour never occurs in the image's background" if self.exclusive_colour else
+                  "; the fill colour may also occur in the background")
+        return f"{stat} is >= min_contrast{colour}"
+
+
+def render_coverage(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> np.ndarray:
+    """float (height, width) in 0..1: the share of each pixel the shape covers (4x4 sub-pixel samples)."""
+    k = _SUPERSAMPLE
+    fine = render_shape(cls, (cx + 0.5) * k - 0.5, (cy + 0.5) * k - 0.5, size * k, width * k, height * k)
+    return fine.reshape(height, k, width, k).mean(axis=(1, 3))
+
+
 def _inside_fraction(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> tuple[np.ndarray, float]:
     """Mask in the frame and the fraction of the full shape's area that it keeps."""
     pad = int(np.ceil(size)) + 2
@@ -81,50 +139,59 @@ def _inside_fraction(cls: str, cx: float, cy: float, size: float, width: int, he
     return mask, (float(mask.sum()) / total if total else 0.0)
 
 
-def colour_contrast(colour: np.ndarray, covered: np.ndarray) -> float:
-    """The contrast rule's statistic: 10th percentile of RGB distance from ``colour`` to ``covered`` (K,3)."""
-    dist = np.linalg.norm(covered.astype(np.float64) - colour.astype(np.float64), axis=1)
+def colour_contrast(colour: np.ndarray, covered: np.ndarray, stat: str = "p10") -> float:
+    """The contrast rule's statistic between ``colour`` and the covered pixels (K,3) (see :class:`ShapeRules`)."""
+    covered = covered.astype(np.float64)
+    if stat == "mean":
+        return float(np.linalg.norm(covered.mean(axis=0) - colour.astype(np.float64)))
+    dist = np.linalg.norm(covered - colour.astype(np.float64), axis=1)
     return float(np.percentile(dist, CONTRAST_PERCENTILE))
 
 
-def _colour_ok(colour: np.ndarray, covered: np.ndarray, outside: np.ndarray, min_contrast: float) -> bool:
-    if colour_contrast(colour, covered) < min_contrast:
+def _colour_ok(colour: np.ndarray, covered: np.ndarray, outside: np.ndarray, rules: ShapeRules) -> bool:
+    if colour_contrast(colour, covered, rules.contrast) < rules.min_contrast:
         return False
-    return not bool((outside == colour).all(axis=1).any())
+    return not (rules.exclusive_colour and bool((outside == colour).all(axis=1).any()))
 
 
-def _pick_colour(rng: np.random.Generator, background: np.ndarray, mask: np.ndarray, min_contrast: float) -> np.ndarray | None:
+def _pick_colour(rng: np.random.Generator, background: np.ndarray, mask: np.ndarray, rules: ShapeRules) -> np.ndarray | None:
     covered, outside = background[mask], background[~mask]
     for colour in rng.integers(0, 256, size=(_COLOUR_DRAWS, 3), dtype=np.uint8):
-        if _colour_ok(colour, covered, outside, min_contrast):
+        if _colour_ok(colour, covered, outside, rules):
             return colour
     for colour in _CUBE_CORNERS:
-        if _colour_ok(colour, covered, outside, min_contrast):
+        if _colour_ok(colour, covered, outside, rules):
             return colour
     return None
 
 
-def compose_image(
-    rng: np.random.Generator, background: np.ndarray, cls: str, *,
-    min_shape_size: float, max_shape_size: float, min_inside: float, min_contrast: float,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Paint one random shape of class ``cls`` on ``background`` (H,W,3) -> (image, mask, info)."""
+def compose_image(rng: np.random.Generator, background: np.ndarray, cls: str,
+                  rules: ShapeRules = ShapeRules()) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Paint one random shape of class ``cls`` on ``background`` (H,W,3) by ``rules`` -> (image, mask, info)."""
     height, width = background.shape[:2]
     for _ in range(_PLACEMENT_TRIES):
-        size = float(rng.uniform(min_shape_size, max_shape_size))
+        size = float(rng.uniform(rules.min_shape_size, rules.max_shape_size))
         cx = float(rng.uniform(-size / 2, width - 1 + size / 2))
         cy = float(rng.uniform(-size / 2, height - 1 + size / 2))
         mask, inside = _inside_fraction(cls, cx, cy, size, width, height)
-        if inside < min_inside or not mask.any():
+        coverage = None
+        if rules.rasteriser == "antialias":
+            coverage = render_coverage(cls, cx, cy, size, width, height)
+            mask = coverage >= 0.5
+        if inside < rules.min_inside or not mask.any():
             continue
-        colour = _pick_colour(rng, background, mask, min_contrast)
+        colour = _pick_colour(rng, background, mask, rules)
         if colour is None:
             continue
         image = background.copy()
-        image[mask] = colour
+        if coverage is None:
+            image[mask] = colour
+        else:
+            blend = coverage[..., None] * colour.astype(np.float64) + (1 - coverage[..., None]) * background
+            image = np.clip(np.round(blend), 0, 255).astype(np.uint8)
         info = {"size": size, "center": [cx, cy], "colour": colour.tolist(), "inside": inside}
         return image, mask, info
     raise RuntimeError(
-        f"could not place a {cls} with min_inside={min_inside} and min_contrast={min_contrast} after "
+        f"could not place a {cls} with min_inside={rules.min_inside} and min_contrast={rules.min_contrast} after "
         f"{_PLACEMENT_TRIES} tries; lower data.min_contrast or data.min_inside in params.yaml"
     )

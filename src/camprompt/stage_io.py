@@ -22,6 +22,10 @@ from camprompt.artifacts import ArtifactError, atomic_path, open_arrays
 __all__ = [
     "STRATEGY_ROOT",
     "REGION_ROOT",
+    "VARIANT_ROOT",
+    "VARIANT_EMBEDDINGS_ROOT",
+    "ROBUSTNESS_ROOT",
+    "variant_names",
     "run_stage",
     "strategy_params",
     "strategy_dir",
@@ -36,6 +40,9 @@ __all__ = [
 
 STRATEGY_ROOT = "data/strategies"
 REGION_ROOT = "data/regions"
+VARIANT_ROOT = "data/variants"                       # the robustness variants' images (stage `variants`)
+VARIANT_EMBEDDINGS_ROOT = "data/variant_embeddings"  # their SAM embeddings (`variant_embeddings@V`)
+ROBUSTNESS_ROOT = "data/robustness"                  # what each variant's evaluation found (`robust@V`)
 
 
 def run_stage(main: Callable[..., None], *args: str) -> None:
@@ -57,6 +64,14 @@ def strategy_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(strat, Mapping) or "pipeline" not in strat:
         raise ArtifactError(f"params.yaml strategies.{name} must be a mapping with a 'pipeline' key")
     return dict(strat)
+
+
+def variant_names(params: Mapping[str, Any], name: str | None = None) -> list[str]:
+    """The variants of params ``robustness.variants`` (checking that ``name`` is one of them)."""
+    variants = list(((params.get("robustness") or {}).get("variants") or {}))
+    if name is not None and name not in variants:
+        raise ArtifactError(f"params.yaml has no robustness variant {name!r}; known: {variants}")
+    return variants
 
 
 def strategy_dir(name: str, root: str = STRATEGY_ROOT) -> Path:
@@ -94,23 +109,24 @@ def load_heatmap(params: Mapping[str, Any], cam: str, names: Sequence[str], *,
     return np.asarray(store[f"heatmap_{cam}"][...]), preds
 
 
-def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray) -> Any:
+def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray, store: str | Path | None = None,
+                            stage: str = "embeddings") -> Any:
     """The configured SAM predictor with the cached embeddings attached (no encoder runs).
 
-    Every image must be in the embeddings store: a miss would silently cost an encoder run per image
-    (about a second each), so it is an error that names the stage to re-run.
+    ``store`` defaults to params ``sam.embeddings`` (the evaluated split's); ``stage`` is the stage
+    that writes it. Every image must be in the store: a miss would silently cost an encoder run per
+    image (about a second each), so it is an error that names the stage to re-run.
     """
     from camprompt.sam import load_predictor
-    from camprompt.sam.predictor import image_key
 
     predictor = load_predictor(params["sam"], params.get("device", "auto"))
-    path = params["sam"]["embeddings"]
+    path = store if store is not None else params["sam"]["embeddings"]
     predictor.attach_embeddings(path)
     cached = set(predictor.cached_keys()) if hasattr(predictor, "cached_keys") else None
     if cached is not None:
-        missing = sum(image_key(img) not in cached for img in images)
+        missing = sum(predictor.key(img) not in cached for img in images)
         if missing:
-            raise ArtifactError(f"{path} lacks the embeddings of {missing} evaluated images; run `dvc repro embeddings`")
+            raise ArtifactError(f"{path} lacks the embeddings of {missing} evaluated images; run `dvc repro {stage}`")
     return predictor
 
 

@@ -11,8 +11,8 @@ from camprompt.artifacts import atomic_path
 from camprompt.report.figures import write_examples_figure
 from camprompt.report.gallery import write_gallery
 from camprompt.report.pdf import write_pdf
-from camprompt.report.results import load_eval_set, load_results
-from camprompt.report.tables import results_markdown
+from camprompt.report.results import load_eval_set, load_results, load_robustness
+from camprompt.report.tables import results_markdown, robustness_markdown
 from camprompt.report.words import setup_sentences
 
 __all__ = ["PUBLISHED", "build_report"]
@@ -29,12 +29,15 @@ def build_report(out_dir: str | Path, params: Mapping[str, Any], root: str | Pat
     root = Path(root)
     results = load_results(params, root)
     ev = load_eval_set(params, root)
+    robustness = load_robustness(params, root)
     table = results_markdown({r.name: r.metrics for r in results}, {r.name: r.pipeline for r in results})
+    if robustness is not None:
+        table += "\n## Robustness\n\n" + robustness_markdown(robustness.variants)
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         (tmp / "results.md").write_text("# camprompt results\n\n" + table)
-        write_pdf(tmp / "report.pdf", results, ev, setup_sentences(params, root))
+        write_pdf(tmp / "report.pdf", results, ev, setup_sentences(params, root), robustness)
         write_gallery(tmp / "gallery.html", results, ev)
         write_examples_figure(tmp / "examples.png", results, ev)
     paths = {name: out_dir / name for name in ("report.pdf", "gallery.html", "results.md", "examples.png")}

@@ -10,11 +10,13 @@ import numpy as np
 
 from camprompt.artifacts import atomic_path
 from camprompt.data import CLASSES
-from camprompt.report.results import EvalSet, StrategyResult
+from camprompt.metrics import worst_indices
+from camprompt.report.results import EvalSet, Robustness, StrategyResult
 from camprompt.report.tables import fmt_value
 from camprompt.saliency import argmax_points
 
-__all__ = ["pyplot", "example_rows", "heat_config", "draw_gradcam_panel", "draw_examples_panel", "write_examples_figure"]
+__all__ = ["pyplot", "example_rows", "heat_config", "draw_gradcam_panel", "draw_examples_panel", "draw_robustness_panel",
+           "write_examples_figure"]
 
 
 def pyplot() -> Any:
@@ -78,30 +80,59 @@ def _draw_points(ax: Any, points: Sequence[Sequence[float]], size: float = 5) ->
                 color="lime" if label == 1 else "red", linestyle="none")
 
 
+def _case(fig: Any, box: Sequence[float], image: np.ndarray, pred: np.ndarray | None, points: Sequence[Sequence[float]],
+          label: str, gt: np.ndarray | None = None) -> None:
+    """One image in ``box`` (figure fraction) with its points, the predicted mask's outline (yellow)
+    and, when given, the true shape's outline (cyan, dashed)."""
+    ax = fig.add_axes(list(box))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for mask, colour, style in ((gt, "cyan", "--"), (pred, "yellow", "-")):
+        if mask is not None and mask.any() and not mask.all():
+            ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8, linestyles=style)
+    _draw_points(ax, points, size=4)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xlabel(label, fontsize=6, labelpad=1)
+
+
+def _grid(rect: Sequence[float], n_rows: int, n_cols: int, label_w: float) -> Any:
+    """Cell boxes (figure fraction) of an n_rows x n_cols grid in ``rect``, a label column on the left."""
+    x0, y0, w, h = rect
+    cw, rh = (w - label_w) / max(1, n_cols), h / max(1, n_rows)
+    return lambda r, c: (x0 + label_w + c * cw + 0.003, y0 + h - (r + 1) * rh + 0.012, cw - 0.006, rh - 0.015)
+
+
 def draw_examples_panel(fig: Any, rect: Sequence[float], results: Sequence[StrategyResult], ev: EvalSet) -> None:
     """Inside ``rect`` (figure fraction): per strategy (rows), the first image of each class with the
     strategy's points (green foreground, red background) and its predicted mask's outline (yellow)."""
     idx = example_rows(ev.classes)
     x0, y0, w, h = rect
-    label_w = 0.1 * w
-    cw, rh = (w - label_w) / len(idx), h / max(1, len(results))
+    cell = _grid(rect, len(results), len(idx), 0.1 * w)
     for r, res in enumerate(results):
         rows = {row["name"]: (j, row) for j, row in enumerate(res.rows)}
-        fig.text(x0 + label_w - 0.005, y0 + h - (r + 0.5) * rh, res.name, fontsize=7, ha="right", va="center")
+        fig.text(x0 + 0.1 * w - 0.005, y0 + h - (r + 0.5) * h / max(1, len(results)), res.name, fontsize=7, ha="right", va="center")
         for c, i in enumerate(idx):
-            ax = fig.add_axes([x0 + label_w + c * cw + 0.003, y0 + h - (r + 1) * rh + 0.012, cw - 0.006, rh - 0.015])
-            ax.imshow(ev.images[i], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if ev.names[i] not in rows:
-                continue
-            j, row = rows[ev.names[i]]
-            if res.masks is not None and res.masks[j].any() and not res.masks[j].all():
-                ax.contour(res.masks[j].astype(float), levels=[0.5], colors="yellow", linewidths=0.8)
-            _draw_points(ax, row["points"], size=4)
-            ax.set_xlim(-0.5, ev.images.shape[2] - 0.5)
-            ax.set_ylim(ev.images.shape[1] - 0.5, -0.5)
-            ax.set_xlabel(f"IoU {fmt_value(row['iou'], 2)}", fontsize=6, labelpad=1)
+            j, row = rows.get(ev.names[i], (None, {"points": [], "iou": None}))
+            pred = res.masks[j] if res.masks is not None and j is not None else None
+            _case(fig, cell(r, c), ev.images[i], pred, row["points"], f"IoU {fmt_value(row['iou'], 2)}")
+
+
+def draw_robustness_panel(fig: Any, rect: Sequence[float], robustness: Robustness, strategy: str, k: int = 6) -> None:
+    """Inside ``rect``: per variant (rows), the ``k`` lowest-IoU images of ``strategy`` with its points,
+    its mask's outline (yellow) and the true shape's outline (cyan, dashed)."""
+    x0, y0, w, h = rect
+    names = [v for v in robustness.variants if f"iou_{strategy}" in robustness.outputs.get(v, {})]
+    cell = _grid(rect, len(names), k, 0.1 * w)
+    for r, name in enumerate(names):
+        out = robustness.outputs[name]
+        fig.text(x0 + 0.1 * w - 0.005, y0 + h - (r + 0.5) * h / max(1, len(names)), name, fontsize=7, ha="right", va="center")
+        for c, i in enumerate(worst_indices(out[f"iou_{strategy}"], k)):
+            keep = out[f"labels_{strategy}"][i] >= 0
+            points = [(x, y, lab) for (x, y), lab in zip(out[f"coords_{strategy}"][i][keep], out[f"labels_{strategy}"][i][keep])]
+            _case(fig, cell(r, c), robustness.images[name][i], out[f"masks_{strategy}"][i], points,
+                  f"IoU {fmt_value(float(out[f'iou_{strategy}'][i]), 2)}", gt=robustness.masks[name][i])
 
 
 def write_examples_figure(path: str | Path, results: Sequence[StrategyResult], ev: EvalSet) -> Path:

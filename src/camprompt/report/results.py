@@ -12,10 +12,10 @@ import numpy as np
 from camprompt.artifacts import ArtifactError, open_arrays, read_json
 from camprompt.data import CLASSES, load_split
 from camprompt.metrics import FAILURE_IOU
-from camprompt.stage_io import read_per_image, strategy_dir
+from camprompt.stage_io import ROBUSTNESS_ROOT, VARIANT_ROOT, read_per_image, strategy_dir
 
-__all__ = ["StrategyResult", "EvalSet", "strategies_of", "load_metrics", "load_results", "load_eval_set",
-           "best_result", "first_of"]
+__all__ = ["StrategyResult", "EvalSet", "Robustness", "strategies_of", "load_metrics", "load_results", "load_eval_set",
+           "load_robustness", "best_result", "first_of"]
 
 
 @dataclass
@@ -127,3 +127,36 @@ def best_result(results: Sequence[StrategyResult]) -> StrategyResult:
 def first_of(results: Sequence[StrategyResult], pipeline: str) -> StrategyResult | None:
     """The first strategy of a pipeline kind, or None."""
     return next((r for r in results if r.pipeline == pipeline), None)
+
+
+@dataclass
+class Robustness:
+    """``metrics/robustness.json``'s variants, and per variant its images, ground truth and each
+    strategy's outputs (``data/robustness/V/results.zarr``) for the worst-case figure."""
+
+    variants: dict[str, dict[str, Any]]
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # variant -> {key_strategy: array}
+
+
+def load_robustness(params: Mapping[str, Any], root: str | Path = ".") -> Robustness | None:
+    """The robustness results of params ``robustness``, or None when the params define no variant."""
+    root = Path(root)
+    rob = params.get("robustness") or {}
+    if not rob.get("variants"):
+        return None
+    summary = read_json(root / "metrics" / "robustness.json")
+    variants = {name: summary["variants"][name] for name in rob["variants"] if name in summary.get("variants", {})}
+    missing = sorted(set(rob["variants"]) - set(variants))
+    if missing:
+        raise ArtifactError(f"metrics/robustness.json lacks variants {missing}; run `dvc repro robustness`")
+    out = Robustness(variants)
+    for name in variants:
+        split = load_split(root / VARIANT_ROOT / name, rob.get("split", "val"))
+        store = open_arrays(root / ROBUSTNESS_ROOT / name / "results.zarr")
+        if list(store.attrs.get("names") or []) != list(split.names):
+            raise ArtifactError(f"{ROBUSTNESS_ROOT}/{name} holds other images than {VARIANT_ROOT}/{name}; run `dvc repro`")
+        out.images[name], out.masks[name] = split.images, split.masks
+        out.outputs[name] = {key: np.asarray(arr[...]) for key, arr in store.arrays()}
+    return out

@@ -13,7 +13,8 @@ from typing import Any
 from camprompt.data import CLASSES
 from camprompt.metrics import FAILURE_IOU
 
-__all__ = ["fmt_value", "class_order", "results_rows", "per_class_rows", "results_markdown"]
+__all__ = ["fmt_value", "class_order", "results_rows", "per_class_rows", "results_markdown", "robustness_rows",
+           "robustness_markdown"]
 
 
 def fmt_value(value: Any, digits: int = 3) -> str:
@@ -77,3 +78,34 @@ def results_markdown(metrics: Mapping[str, Mapping[str, Any]], pipelines: Mappin
     return f"{main}\n\n{per_class}\n\n{note}\n"
 
 
+
+
+def robustness_rows(variants: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the robustness table: per variant, the classifier, the Grad-CAM maximum, SAM's
+    ideal-point ceiling (single mask, best of 3) and each strategy's FG hit rate and mean IoU."""
+    strategies = list(dict.fromkeys(s for v in variants.values() for s in (v.get("strategies") or {})))
+    cams = list(dict.fromkeys(c for v in variants.values() for c in (v.get("cam_peak_hit_rate") or {})))
+    header = (["variant", "classifier acc"] + [f"CAM max in shape ({c})" for c in cams[:1]]
+              + ["SAM ideal point", "SAM ideal best of 3"]
+              + [h for s in strategies for h in (f"{s} FG hit", f"{s} IoU")])
+    rows = []
+    for name, v in variants.items():
+        ceiling = v.get("sam_ceiling") or {}
+        row = [name, fmt_value(v.get("classifier_accuracy"))]
+        row += [fmt_value((v.get("cam_peak_hit_rate") or {}).get(c)) for c in cams[:1]]
+        row += [fmt_value(ceiling.get("single")), fmt_value(ceiling.get("best_of_3"))]
+        for s in strategies:
+            m = (v.get("strategies") or {}).get(s) or {}
+            row += [fmt_value(m.get("fg_hit_rate")), fmt_value(m.get("iou_mean"))]
+        rows.append(row)
+    return header, rows
+
+
+def robustness_markdown(variants: Mapping[str, Mapping[str, Any]]) -> str:
+    """The robustness table as GitHub markdown, with what its columns mean."""
+    if not variants:
+        raise ValueError("no robustness variants to tabulate")
+    n = sorted({v.get("n_images") for v in variants.values()}, key=str)
+    note = (f"{', '.join(map(str, n))} images per variant. SAM ideal point: SAM prompted with the ground-truth pixel "
+            "farthest from the shape's edge (a measurement, never a prompt), its single mask or the best of its three.")
+    return f"{_markdown(*robustness_rows(variants))}\n\n{note}\n"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from camprompt.artifacts import ArtifactError, read_json
-from camprompt.report.results import EvalSet, StrategyResult, best_result, first_of
+from camprompt.report.results import EvalSet, Robustness, StrategyResult, best_result, first_of
 from camprompt.report.tables import fmt_value
 from camprompt.sam.fetch import describe_model
 
@@ -64,9 +64,15 @@ def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[s
         acc = (clf.get("test") or {}).get("accuracy")
         out.append(f"Classifier: a torchvision ResNet-18 with a 5-class head trained from scratch for {train.get('epochs', '?')} "
                    f"epochs; test accuracy {fmt_value(acc)}. Grad-CAM explains its predicted class.")
-    model = _read_optional(root / (params.get("sam") or {}).get("model_dir", "data/sam_model") / "model.json")
+    sam = params.get("sam") or {}
+    model = _read_optional(root / sam.get("model_dir", "data/sam_model") / "model.json")
     if model:
-        out.append(f"SAM: {describe_model(model)}; never trained or fine-tuned here.")
+        shown = {"none": "", "bilateral": " It is shown an edge-preserving (bilateral) smoothed copy of every image",
+                 "auto": (f" It is shown an edge-preserving (bilateral) smoothed copy of the images whose estimated "
+                          f"noise sigma exceeds {float(sam.get('filter_threshold', 0.0)):g}/255")}
+        view = shown.get(str(sam.get("input_filter", "none")), "")
+        out.append(f"SAM: {describe_model(model)}; never trained or fine-tuned here."
+                   + (f"{view}, a label-free step of the pipeline." if view else ""))
     return out
 
 
@@ -206,13 +212,33 @@ def _classifier_sentence(best: StrategyResult, ev: EvalSet | None) -> str | None
             f"{saved} of them (IoU >= {best.failure_iou:g}).")
 
 
-def discussion(results: Sequence[StrategyResult], ev: EvalSet | None = None) -> list[str]:
+def _robustness_sentence(best: StrategyResult, robustness: Robustness | None) -> str | None:
+    """Where the best strategy falls most on the degraded or foreign variants, against SAM's own ceiling."""
+    if robustness is None or not robustness.variants:
+        return None
+    scored = {name: v for name, v in robustness.variants.items() if best.name in (v.get("strategies") or {})}
+    if not scored:
+        return None
+    worst = min(scored, key=lambda name: scored[name]["strategies"][best.name]["iou_mean"])
+    v = scored[worst]
+    m, ceiling = v["strategies"][best.name], v.get("sam_ceiling") or {}
+    gap = (ceiling.get("single") or 0.0) - m["iou_mean"]
+    verdict = ("so most of that loss is SAM's, not the prompts'" if gap < 0.05 else
+               "so the prompts lose more than SAM does")
+    return (f"Its hardest variant is {worst} (n = {v.get('n_images')}): mean IoU {fmt_value(m['iou_mean'])} with "
+            f"{_pct(m.get('fg_hit_rate'), 1)} of foreground points inside the shape and the classifier right on "
+            f"{_pct(v.get('classifier_accuracy'))}, against {fmt_value(ceiling.get('single'))} for SAM prompted with the "
+            f"ideal point ({fmt_value(ceiling.get('best_of_3'))} for the best of its three masks), {verdict}.")
+
+
+def discussion(results: Sequence[StrategyResult], ev: EvalSet | None = None,
+               robustness: Robustness | None = None) -> list[str]:
     """At most 5 sentences, each stating a measured fact of this run (nothing templated on no data)."""
     if not results:
         return ["No strategy has been evaluated yet."]
     best = best_result(results)
     sentences = [_search_sentence(results), _background_sentence(results), _failure_sentence(best, ev),
-                 _class_sentence(best, ev), _classifier_sentence(best, ev)]
+                 _class_sentence(best, ev), _robustness_sentence(best, robustness), _classifier_sentence(best, ev)]
     return [s for s in sentences if s][:5]
 
 

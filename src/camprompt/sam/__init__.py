@@ -32,6 +32,8 @@ def load_predictor(sam_params: Mapping[str, Any], device: str = "auto") -> BaseS
     backend = sam_params.get("backend", "onnx")
     cache_size = int(sam_params.get("cache_size", DEFAULT_CACHE_SIZE))
     dtype = str(sam_params.get("embedding_dtype", "float32"))
+    view = {"input_filter": str(sam_params.get("input_filter", "none")),
+            "filter_threshold": float(sam_params.get("filter_threshold", 0.0))}
     if backend == "onnx":
         from camprompt.sam.onnx_backend import OnnxSamPredictor
 
@@ -39,10 +41,10 @@ def load_predictor(sam_params: Mapping[str, Any], device: str = "auto") -> BaseS
         workers = sam_params.get("decode_workers")
         return OnnxSamPredictor(sam_params.get("model_dir", "data/sam_model"), threads=int(sam_params.get("threads", 2)),
                                 cache_size=cache_size, encoder=encoder, embedding_dtype=dtype,
-                                decode_workers=None if workers is None else int(workers), device=device)
+                                decode_workers=None if workers is None else int(workers), device=device, **view)
     if backend == "torch":
         from camprompt.sam.torch_backend import TorchSamPredictor
 
         return TorchSamPredictor(sam_params.get("torch_model_type", "vit_b"), sam_params.get("torch_checkpoint"),
-                                 device, cache_size=cache_size, embedding_dtype=dtype)
+                                 device, cache_size=cache_size, embedding_dtype=dtype, **view)
     raise ValueError(f"params sam.backend must be 'onnx' or 'torch', got {backend!r}")

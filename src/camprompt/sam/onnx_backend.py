@@ -41,11 +41,12 @@ class OnnxSamPredictor(BaseSamPredictor):
 
     def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 2, cache_size: int = DEFAULT_CACHE_SIZE,
                  encoder: str = "encoder.onnx", providers: Sequence[str] | None = None, embedding_dtype: str = "float32",
-                 decode_workers: int | None = None, device: str = "auto") -> None:
+                 decode_workers: int | None = None, device: str = "auto", input_filter: str = "none",
+                 filter_threshold: float = 0.0) -> None:
         import onnx
         import onnxruntime as ort
 
-        super().__init__(cache_size, embedding_dtype)
+        super().__init__(cache_size, embedding_dtype, input_filter=input_filter, filter_threshold=filter_threshold)
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise SamModelError(f"SAM model directory {self.model_dir} does not exist; run `dvc repro sam_model` (or `python -m camprompt.sam fetch` and use the directory it prints)")

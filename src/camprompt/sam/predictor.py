@@ -108,14 +108,26 @@ class EmbeddingCache:
 
 
 class BaseSamPredictor:
-    """``SamPredictor``'s interface plus embedding reuse; backends implement ``_encode`` and ``_decode``."""
+    """``SamPredictor``'s interface plus embedding reuse; backends implement ``_encode`` and ``_decode``.
+
+    ``input_filter`` is what SAM is shown (:func:`camprompt.denoise.filtered`): ``none`` the image as
+    given, ``bilateral`` an edge-preserving smoothed copy, ``auto`` that copy only for images whose
+    estimated noise exceeds ``filter_threshold``. A label-free step of the pipeline, not a change of
+    SAM: every image goes through it before it is hashed, encoded or decoded.
+    """
 
     backend = "base"
     decode_workers = 1  # images :meth:`predict_many` decodes at once (a backend that gains sets more)
 
-    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, embedding_dtype: str = "float32") -> None:
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, embedding_dtype: str = "float32", *,
+                 input_filter: str = "none", filter_threshold: float = 0.0) -> None:
+        from camprompt.denoise import FILTER_MODES
+
         if embedding_dtype not in ("float16", "float32"):
             raise ValueError(f"embedding_dtype must be 'float16' or 'float32', got {embedding_dtype!r}")
+        if input_filter not in FILTER_MODES:
+            raise ValueError(f"params sam.input_filter must be one of {FILTER_MODES}, got {input_filter!r}")
+        self.input_filter, self.filter_threshold = input_filter, float(filter_threshold)
         # Fresh embeddings are rounded to this precision, so an image predicts exactly the same masks
         # whether it was just encoded or loaded from a store saved in this dtype.
         self.embedding_dtype = embedding_dtype
@@ -171,15 +183,28 @@ class BaseSamPredictor:
                 raise RuntimeError(f"embedding for image {key} has size {found.original_size}, image is {image.shape[:2]}")
             return found if found is not None else self._encode_new([image], [key])[0]
 
+    def view(self, image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
+        """The checked RGB image as SAM is shown it (``input_filter``)."""
+        image = check_image(image, image_format)
+        if self.input_filter == "none":
+            return image
+        from camprompt.denoise import filtered
+
+        return filtered(image, self.input_filter, self.filter_threshold)
+
+    def key(self, image: np.ndarray) -> str:
+        """The key of ``image``'s embedding in caches and stores: the content hash of its :meth:`view`."""
+        return image_key(self.view(image))
+
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Make ``image`` current; the encoder runs only if its embedding is neither cached nor stored."""
-        self._current = self._embedding(check_image(image, image_format))
+        self._current = self._embedding(self.view(image, image_format))
 
     def embed_images(self, images: Sequence[np.ndarray] | np.ndarray, *, progress: bool = False) -> np.ndarray:
         """float32 (B,256,64,64) embeddings of uint8 RGB images, encoding only those not cached/stored."""
         from tqdm.auto import tqdm
 
-        images = [check_image(img) for img in images]
+        images = [self.view(img) for img in images]
         keys = [image_key(img) for img in images]
         found = [self._lookup(k) for k in keys]
         missing = [i for i, f in enumerate(found) if f is None]
@@ -274,7 +299,7 @@ class BaseSamPredictor:
         decode = self._concurrent_decode() if concurrent else self._decode
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            emb = self._embedding(check_image(images[i]))
+            emb = self._embedding(self.view(images[i]))
             return self._predict(emb, point_coords[i], point_labels[i], None, None, multimask_output, False, decode)
 
         if not concurrent:

@@ -12,7 +12,7 @@ import numpy as np
 
 from camprompt.artifacts import ArtifactError, atomic_path, open_arrays
 from camprompt.sam.geometry import input_size_for
-from camprompt.sam.predictor import EMBEDDING_SHAPE, BaseSamPredictor, Embedding, image_key
+from camprompt.sam.predictor import EMBEDDING_SHAPE, BaseSamPredictor, Embedding
 
 __all__ = ["EmbeddingStore", "write_embeddings"]
 
@@ -63,7 +63,7 @@ def write_embeddings(path: str | os.PathLike[str], predictor: BaseSamPredictor, 
     if dtype not in ("float16", "float32"):
         raise ValueError(f"embedding dtype must be float16 or float32, got {dtype!r}")
     size = tuple(int(v) for v in images.shape[1:3])
-    keys = [image_key(img) for img in images]
+    keys = [predictor.key(img) for img in images]
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         array = group.create_array("embeddings", shape=(len(images), *EMBEDDING_SHAPE), dtype=dtype,

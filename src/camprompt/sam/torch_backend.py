@@ -26,12 +26,13 @@ class TorchSamPredictor(BaseSamPredictor):
     backend = "torch"
 
     def __init__(self, model_type: str = "vit_b", checkpoint: str | os.PathLike[str] | None = None, device: str = "auto",
-                 *, model: Any = None, cache_size: int = DEFAULT_CACHE_SIZE, embedding_dtype: str = "float32") -> None:
+                 *, model: Any = None, cache_size: int = DEFAULT_CACHE_SIZE, embedding_dtype: str = "float32",
+                 input_filter: str = "none", filter_threshold: float = 0.0) -> None:
         from segment_anything import SamPredictor, sam_model_registry
 
         from camprompt.devices import resolve_device
 
-        super().__init__(cache_size, embedding_dtype)
+        super().__init__(cache_size, embedding_dtype, input_filter=input_filter, filter_threshold=filter_threshold)
         device = resolve_device(device)
         self.model_type, self.checkpoint = model_type, None
         if model is None:

@@ -1,0 +1,56 @@
+"""DVC stage `robust@V`: the classifier, every strategy and SAM's ideal-point ceiling on variant V.
+
+Usage: ``python stages/robust.py V``. Reads params `robustness` (split, strategies), `strategies`,
+`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`; reads `data/variants/V`, its
+embeddings, the classifier and the SAM model. Writes `data/robustness/V/`: `summary.json` (see
+`camprompt.robustness.evaluate_variant`) and `results.zarr` (per strategy: coords, labels, masks and
+IoU of every image, for the report's worst cases).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from camprompt.artifacts import load_params, save_arrays, write_json
+from camprompt.classifier import load_classifier
+from camprompt.data import load_split
+from camprompt.devices import resolve_device
+from camprompt.robustness import evaluate_variant
+from camprompt.stage_io import (
+    ROBUSTNESS_ROOT,
+    VARIANT_EMBEDDINGS_ROOT,
+    VARIANT_ROOT,
+    load_attached_predictor,
+    run_stage,
+    variant_names,
+)
+
+
+def main(name: str) -> None:
+    params = load_params()
+    variant_names(params, name)
+    rob = params["robustness"]
+    split = load_split(Path(VARIANT_ROOT) / name, rob["split"])
+    wanted = rob.get("strategies") or list(params["strategies"])
+    strategies = {k: params["strategies"][k] for k in wanted}
+    predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
+                                        stage=f"variant_embeddings@{name}")
+    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
+                                     cam_configs=params["gradcam"]["configs"], searches=params["searches"],
+                                     strategies=strategies, progress=True)
+    out = Path(ROBUSTNESS_ROOT) / name
+    arrays = {f"{key}_{strategy}": value for strategy, run in runs.items()
+              for key, value in (("coords", run.coords), ("labels", run.labels), ("masks", run.masks), ("iou", run.ious))}
+    save_arrays(out / "results.zarr", arrays, {"names": list(split.names), "variant": name, "strategies": list(runs)})
+    write_json(out / "summary.json", summary)
+    shown = {k: round(v["iou_mean"], 3) for k, v in summary["strategies"].items()}
+    print(f"robust@{name}: classifier {summary['classifier_accuracy']:.3f}, SAM ceiling {summary['sam_ceiling']}, "
+          f"mean IoU {shown}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python stages/robust.py VARIANT")
+    run_stage(main, sys.argv[1])

@@ -1,0 +1,224 @@
+"""Robustness variants: the degradations and the second generator are deterministic, atomic and refuse
+bad values clearly; a variant is evaluated like the test split, beside SAM's ideal-point ceiling."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import camprompt.data as data_mod
+from camprompt.data import SplitArrays, generate_dataset, load_split, write_split
+from camprompt.perturb import Perturbation, add_noise, jpeg_round_trip
+from camprompt.robustness import VariantSpec, evaluate_variant, ideal_points, make_variant, sam_ceiling
+from camprompt.shapes import ShapeRules, colour_contrast, compose_image, render_coverage, render_shape
+
+DATA = {"backgrounds": "procedural", "width": 64, "height": 48}
+FOREIGN = {"min_shape_size": 8.0, "max_shape_size": 26.0, "min_inside": 0.6, "min_contrast": 30.0, "contrast": "mean",
+           "exclusive_colour": False, "rasteriser": "antialias"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("robust") / "ds"
+    generate_dataset(root, seed=2, sizes={"val": 12}, backgrounds="procedural", progress=False)
+    return root
+
+
+def _images(n: int = 4) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 48, 64, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Degradations
+# ------------------------------------------------------------------------------------------------
+
+
+def test_jpeg_round_trip_is_pils_and_noise_has_the_asked_strength() -> None:
+    image = _images(1)[0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=75)
+    np.testing.assert_array_equal(jpeg_round_trip(image, 75), np.array(Image.open(buf).convert("RGB")))
+    flat = np.full((200, 200, 3), 128, np.uint8)
+    noisy = add_noise(flat, 4.0, np.random.default_rng(1)).astype(float) - 128
+    assert abs(noisy.std() - 4.0) < 0.1 and abs(noisy.mean()) < 0.1
+
+
+def test_perturbation_is_seeded_and_ordered() -> None:
+    images = _images()
+    both = Perturbation(jpeg=75, noise=4.0)
+    a, b = both.apply(images, seed=3), both.apply(images, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, both.apply(images, seed=4))
+    # a JPEG round trip first, then the noise
+    jpeg = Perturbation(jpeg=75).apply(images, seed=3)
+    np.testing.assert_array_equal(a[1], add_noise(jpeg[1], 4.0, np.random.default_rng([3, 1])))
+    np.testing.assert_array_equal(Perturbation().apply(images, seed=0), images)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"jpeg": 0}, "1..95"), ({"jpeg": 96}, "1..95"), ({"jpeg": 75.5}, "integer"), ({"jpeg": True}, "integer"),
+    ({"noise": -1}, ">= 0"), ({"noise": float("nan")}, "finite"), ({"blur": 1}, "unknown perturbation knobs"),
+])
+def test_bad_perturbations_are_refused(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Perturbation.from_params(params)
+
+
+# ------------------------------------------------------------------------------------------------
+# The second generator
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("knobs, match", [
+    ({"min_shape_size": 0}, "min_shape_size"), ({"min_shape_size": 30, "max_shape_size": 20}, "min_shape_size"),
+    ({"min_inside": 1.5}, "min_inside"), ({"min_contrast": -1}, "min_contrast"), ({"contrast": "median"}, "contrast"),
+    ({"rasteriser": "bresenham"}, "rasteriser"),
+])
+def test_bad_shape_rules_are_refused(knobs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ShapeRules(**knobs)
+
+
+def test_antialiased_shapes_blend_their_edges_and_keep_the_half_covered_mask() -> None:
+    coverage = render_coverage("circle", 30.2, 20.7, 15.0, 64, 48)
+    assert ((coverage > 0) & (coverage < 1)).any()  # a soft edge
+    assert abs((coverage >= 0.5).sum() - render_shape("circle", 30.2, 20.7, 15.0, 64, 48).sum()) <= 12
+    background = np.full((48, 64, 3), 20, np.uint8)
+    image, mask, info = compose_image(np.random.default_rng(5), background, "star", ShapeRules(**FOREIGN))
+    colour = np.array(info["colour"])
+    inside = image[mask].astype(float)
+    edge = image[~mask & (np.abs(image.astype(int) - 20).sum(-1) > 0)]  # blended pixels outside the mask
+    assert len(edge) > 0 and not (edge == colour).all(-1).any()
+    assert np.abs(inside - colour).max(axis=1).mean() < np.abs(inside - 20).max(axis=1).mean()
+
+
+def test_the_weaker_contrast_rule_bounds_only_the_mean() -> None:
+    covered = np.array([[0, 0, 0]] * 5 + [[200, 200, 200]] * 5, np.uint8)
+    colour = np.array([200, 200, 200], np.uint8)
+    assert colour_contrast(colour, covered, "p10") == 0.0  # half the shape matches the background
+    assert colour_contrast(colour, covered, "mean") == pytest.approx(np.linalg.norm([100] * 3))
+
+
+def test_foreign_generation_is_deterministic(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        generate_dataset(tmp_path / name, seed=1, sizes={"val": 6}, progress=False, **{**DATA, **FOREIGN})
+    a, b = load_split(tmp_path / "a", "val"), load_split(tmp_path / "b", "val")
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.masks, b.masks)
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants
+# ------------------------------------------------------------------------------------------------
+
+
+def test_variant_specs_refuse_bad_params() -> None:
+    with pytest.raises(ValueError, match=r"robustness.variants.x: unknown keys \['quality'\]"):
+        VariantSpec.from_params("x", {"quality": 75})
+    with pytest.raises(ValueError, match="generator must map"):
+        VariantSpec.from_params("x", {"generator": "foreign"})
+    with pytest.raises(ValueError, match="robustness.variants.x: .*rasteriser"):
+        VariantSpec.from_params("x", {"generator": {"rasteriser": "pixel-art"}})
+    with pytest.raises(ValueError, match="robustness.variants.x: .*1..95"):
+        VariantSpec.from_params("x", {"jpeg": 100})
+
+
+def test_a_degraded_variant_is_the_split_degraded(dataset: Path) -> None:
+    spec = VariantSpec.from_params("j", {"jpeg": 75, "noise": 4.0})
+    arrays, meta = make_variant(spec, data_root=dataset, split="val", n=5, seed=0, data_params=DATA)
+    clean = load_split(dataset, "val", 5)
+    np.testing.assert_array_equal(arrays.masks, clean.masks)
+    assert arrays.names == clean.names and list(arrays.labels) == list(clean.labels)
+    np.testing.assert_array_equal(arrays.images, spec.perturbation.apply(clean.images, seed=spec.seed))
+    assert (meta["jpeg"], meta["noise"]) == (75, 4.0)
+    again, _ = make_variant(spec, data_root=dataset, split="val", n=5, seed=0, data_params=DATA)
+    np.testing.assert_array_equal(again.images, arrays.images)
+    with pytest.raises(ValueError, match="fewer than robustness.n"):
+        make_variant(spec, data_root=dataset, split="val", n=50, seed=0, data_params=DATA)
+
+
+def test_a_generator_variant_draws_new_shapes(dataset: Path) -> None:
+    spec = VariantSpec.from_params("f", {"generator": FOREIGN, "seed": 3})
+    arrays, meta = make_variant(spec, data_root=dataset, split="val", n=4, seed=0, data_params=DATA)
+    assert len(arrays) == 4 and arrays.images.shape == (4, 48, 64, 3)
+    assert meta["generator"]["rasteriser"] == "antialias" and meta["generator"]["contrast"] == "mean"
+    assert not np.array_equal(arrays.masks, load_split(dataset, "val", 4).masks)
+
+
+def test_write_split_is_atomic(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = load_split(dataset, "val", 4)
+    out = write_split(tmp_path / "v", "val", arrays, {"variant": "copy"})
+    back = load_split(out, "val")
+    np.testing.assert_array_equal(back.images, arrays.images)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    calls = {"n": 0}
+    original = data_mod._write_sample
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data_mod, "_write_sample", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_split(out, "val", SplitArrays(arrays.images[::-1], arrays.masks, arrays.labels, arrays.names), {})
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+    with pytest.raises(ValueError, match="one entry per image"):
+        write_split(tmp_path / "w", "val", SplitArrays(arrays.images, arrays.masks, arrays.labels[:2], arrays.names), {})
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+class OracleSam:
+    """A SamPredictor stand-in whose masks are the colour region of the prompt's pixel: single mask = that
+    region, multimask = (a part of it, it, it grown)."""
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+        from scipy import ndimage as ndi
+
+        from camprompt.colour import grow_region
+
+        region = grow_region(self.image, point_coords[point_labels == 1][0], 20.0)
+        if not multimask_output:
+            return region[None], np.ones(1, np.float32), np.zeros((1, 256, 256), np.float32)
+        part = region & (np.arange(region.shape[1])[None] < np.nonzero(region)[1].mean())
+        masks = np.stack([part, region, ndi.binary_dilation(region, iterations=2)])
+        return masks, np.array([0.9, 0.8, 0.7], np.float32), np.zeros((3, 256, 256), np.float32)
+
+
+def test_ideal_points_are_the_deepest_pixels_and_the_ceiling_scores_sam(dataset: Path) -> None:
+    split = load_split(dataset, "val", 6)
+    points = ideal_points(split.masks)
+    assert all(m[int(y), int(x)] for m, (x, y) in zip(split.masks, points))
+    ceiling = sam_ceiling(OracleSam(), split.images, split.masks)
+    assert ceiling["single"] == pytest.approx(1.0) and ceiling["best_of_3"] == pytest.approx(1.0)
+
+
+def test_a_variant_is_evaluated_like_the_test_split(dataset: Path) -> None:
+    """The stand-in classifier of the pipeline tests, on real generated images: every strategy is scored."""
+    from test_pipelines import CAMS, ColourClassifier
+
+    split = load_split(dataset, "val", 4)
+    strategies = {"peak": {"pipeline": "gradcam_peak", "cam": "layer2"},
+                  "fg": {"pipeline": "foreground", "search": "s"}, "fgbg": {"pipeline": "fg_bg", "search": "s"}}
+    searches = {"s": {"cam": "layer2", "use_sam": False}}
+    summary, runs = evaluate_variant(split, classifier=ColourClassifier((0, 0, 0)), predictor=OracleSam(), cam_configs=CAMS,
+                                     searches=searches, strategies=strategies)
+    assert summary["n_images"] == 4 and 0.0 <= summary["classifier_accuracy"] <= 1.0
+    assert set(summary["strategies"]) == set(strategies) == set(runs)
+    assert summary["sam_ceiling"]["single"] == pytest.approx(1.0)
+    for name, run in runs.items():
+        assert run.masks.shape == (4, 48, 64) and run.ious.shape == (4,)
+        assert summary["strategies"][name]["iou_mean"] == pytest.approx(run.ious.mean())
