@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from camprompt.artifacts import override_params
+
 PARAMS = Path("params.yaml")
 
 
@@ -53,16 +55,6 @@ def _repro(*flags: str) -> tuple[float, list[str]]:
     return seconds, stages
 
 
-def _set(params: dict, dotted: str, value: object) -> None:
-    *path, last = dotted.split(".")
-    node = params
-    for key in path:
-        node = node[key]
-    if last not in node:
-        raise SystemExit(f"params.yaml has no {dotted}")
-    node[last] = value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", default=None, help="KEY=VALUE (dotted key); default: strategies.fg_bg.bg_margin + 1")
@@ -72,13 +64,12 @@ def main() -> None:
         raise SystemExit("the pipeline is not up to date: run `dvc repro` (or bash scripts/run.sh) first")
     original = PARAMS.read_bytes()
     params = yaml.safe_load(original)
-    if args.set:
-        key, _, raw = args.set.partition("=")
-        value = yaml.safe_load(raw)
-    else:
-        key = "strategies.fg_bg.bg_margin"
-        value = float(params["strategies"]["fg_bg"]["bg_margin"]) + 1.0
-    _set(params, key, value)
+    assignment = args.set or f"strategies.fg_bg.bg_margin={float(params['strategies']['fg_bg']['bg_margin']) + 1.0}"
+    key, value = assignment.partition("=")[::2]
+    try:
+        override_params(params, [assignment])
+    except ValueError as exc:
+        raise SystemExit(f"--set {exc}") from None
     try:
         PARAMS.write_text(yaml.safe_dump(params, sort_keys=False))
         seconds, ran = _repro("--no-run-cache")  # a real re-run, even for a value tried before

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from camprompt.artifacts import load_params, write_json
+from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays
 from camprompt.devices import resolve_device
@@ -67,21 +66,6 @@ class DiskCachedPredictor:
             tmp.replace(self.cache)
 
 
-def _override(params: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a dotted params path")
-        node = params
-        *path, last = key.split(".")
-        for part in path:
-            if not isinstance(node.get(part), dict):
-                raise SystemExit(f"--set {item!r}: params has no section {part!r}")
-            node = node[part]
-        node[last] = yaml.safe_load(value)
-    return params
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
@@ -95,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    params = _override(load_params(), args.set)
+    try:
+        params = override_params(load_params(), args.set)
+    except ValueError as exc:
+        raise SystemExit(f"--set {exc}") from None
     rob = params["robustness"]
     specs = {"clean": VariantSpec.from_params("clean", {}),
              **{name: VariantSpec.from_params(name, v) for name, v in rob["variants"].items()}}

@@ -29,6 +29,7 @@ def main() -> None:
         max_shape_size=float(data["max_shape_size"]),
         min_inside=float(data["min_inside"]),
         min_contrast=float(data["min_contrast"]),
+        train_variety=float(data["train_variety"]),
     )
     counts = {split: sum(c.values()) for split, c in meta["class_counts"].items()}
     print(f"data: {counts} images from {meta['source']['kind']} backgrounds into {data['root']} "

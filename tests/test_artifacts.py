@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camprompt.artifacts import load_arrays, save_arrays, write_json
+from camprompt.artifacts import load_arrays, override_params, save_arrays, write_json
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="leftovers are swept on POSIX only")
 
@@ -60,3 +60,13 @@ def test_leftovers_of_a_killed_writer_are_swept_by_the_next_write(tmp_path: Path
 
     write_json(tmp_path / "scores.json", {"iou": 0.5})
     assert not other.exists() and running.exists()
+
+
+def test_override_params_sets_dotted_yaml_values_and_refuses_unknown_sections() -> None:
+    params = {"train": {"epochs": 30, "augment": {"jpeg": 0.3}}, "seed": 0}
+    override_params(params, ["train.augment.jpeg=0.5", "seed=2", "train.arch={stem: stride2}"])
+    assert params == {"train": {"epochs": 30, "augment": {"jpeg": 0.5}, "arch": {"stem": "stride2"}}, "seed": 2}
+    with pytest.raises(ValueError, match="no section 'trian'"):
+        override_params(params, ["trian.epochs=3"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        override_params(params, ["train.epochs"])

@@ -31,7 +31,7 @@ from camprompt.data import (
     load_split,
     normalize,
 )
-from camprompt.shapes import colour_contrast, render_shape
+from camprompt.shapes import colour_contrast, render_shape, varied_rules
 
 SIZES = {"train": 40, "val": 12, "test": 11}
 KW = dict(seed=3, sizes=SIZES, backgrounds="procedural", progress=False)
@@ -191,6 +191,33 @@ def test_bad_generation_params(tmp_path: Path) -> None:
         generate_dataset(tmp_path / "a", sizes={"training": 5}, backgrounds="procedural", progress=False)
     with pytest.raises(DatasetError, match="does not exist"):
         generate_dataset(tmp_path / "a", sizes={"train": 5}, backgrounds="npz", npz=tmp_path / "nope.npz", progress=False)
+
+
+def test_train_variety_varies_only_train_and_keeps_rule_images(dataset: Path, tmp_path: Path) -> None:
+    varied = tmp_path / "varied"
+    meta = generate_dataset(varied, **{**KW, "train_variety": 0.5})
+    assert meta["train_variety"] == 0.5
+    changed = [n for n in _files(dataset) if n.startswith("images/train/")
+               and not filecmp.cmp(dataset / n, varied / n, shallow=False)]
+    # About half the train images are redrawn; the others, and val and test, stay byte-identical.
+    assert 0.2 * SIZES["train"] < len(changed) < 0.8 * SIZES["train"]
+    for split in ("val", "test"):
+        names = [n for n in _files(dataset) if n.startswith((f"images/{split}/", f"masks/{split}/"))]
+        _, mismatch, _ = filecmp.cmpfiles(dataset, varied, names, shallow=False)
+        assert not mismatch
+    arrays = load_split(varied, "train")  # every varied image still carries one shape with a mask
+    assert all(m.any() for m in arrays.masks)
+    with pytest.raises(ValueError, match="train_variety"):
+        generate_dataset(tmp_path / "bad", **{**KW, "train_variety": 1.5})
+
+
+def test_varied_rules_span_the_knobs() -> None:
+    rules = [varied_rules(np.random.default_rng(i)) for i in range(200)]
+    assert {r.rasteriser for r in rules} == {"centre", "antialias"}
+    assert {r.contrast for r in rules} == {"p10", "mean"} and {r.exclusive_colour for r in rules} == {True, False}
+    assert min(r.min_shape_size for r in rules) < 8 and max(r.max_shape_size for r in rules) > 25
+    assert all(6 <= r.min_shape_size <= r.max_shape_size <= 28 for r in rules)
+    assert varied_rules(np.random.default_rng(7)) == varied_rules(np.random.default_rng(7))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -182,3 +182,23 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ArtifactError(f"{path} must hold a mapping at its top level")
     return params
+
+
+def override_params(params: dict[str, Any], assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` assignments (dotted params path, YAML value) in place, for experiments.
+
+    Only existing sections can be entered, so a typo in a section name fails instead of adding an
+    unused knob.
+    """
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY a dotted params path")
+        node = params
+        *path, last = key.split(".")
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"{item!r}: params has no section {'.'.join(path[:path.index(part) + 1])!r}")
+            node = node[part]
+        node[last] = yaml.safe_load(raw)
+    return params

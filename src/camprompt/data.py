@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from camprompt.artifacts import ArtifactError, atomic_path, read_json, write_json
-from camprompt.shapes import CLASSES, ShapeRules, compose_image
+from camprompt.shapes import CLASSES, ShapeRules, compose_image, varied_rules
 
 if TYPE_CHECKING:  # torch is imported by the functions that make tensors: reading the data needs none
     import torch
@@ -246,11 +246,14 @@ def generate_dataset(
     backgrounds: str = "auto", npz: str | os.PathLike[str] | None = None, cifar_root: str | os.PathLike[str] | None = None,
     width: int = 64, height: int = 48, min_shape_size: float = 10, max_shape_size: float = 20,
     min_inside: float = 0.8, min_contrast: float = 60.0, contrast: str = "p10", exclusive_colour: bool = True,
-    rasteriser: str = "centre", progress: bool = True,
+    rasteriser: str = "centre", train_variety: float = 0.0, progress: bool = True,
 ) -> dict[str, Any]:
     """Generate the whole dataset into ``root`` atomically and return the ``dataset.json`` content.
 
     The shape knobs are :class:`camprompt.shapes.ShapeRules`' (the defaults are this benchmark's).
+    ``train_variety`` is the share of *train* images painted by a random plausible generator
+    (:func:`camprompt.shapes.varied_rules`) instead, so the classifier sees more than one author's
+    conventions; val and test always follow the rules, so they stay this benchmark.
     Same arguments => byte-identical files. If anything fails midway, ``root`` is left untouched
     (a previous dataset stays intact) and no partial directory remains.
     """
@@ -261,6 +264,9 @@ def generate_dataset(
     rules = ShapeRules(min_shape_size=float(min_shape_size), max_shape_size=float(max_shape_size),
                        min_inside=float(min_inside), min_contrast=float(min_contrast), contrast=contrast,
                        exclusive_colour=bool(exclusive_colour), rasteriser=rasteriser)
+    if not 0.0 <= float(train_variety) <= 1.0:
+        raise ValueError(f"data.train_variety is the share of train images drawn by varied rules, in 0..1; "
+                         f"got {train_variety}")
     splits = [s for s in SPLITS if s in sizes]
     total = sum(int(sizes[s]) for s in splits)
     source_images, source = load_backgrounds(backgrounds, total, seed=seed, npz=npz, cifar_root=cifar_root)
@@ -271,6 +277,7 @@ def generate_dataset(
         "width": width, "height": height, "sizes": {s: int(sizes[s]) for s in splits},
         **rules.as_dict(),
         "contrast_rule": rules.describe(),
+        **({"train_variety": float(train_variety)} if train_variety else {}),
         "background_resize": "bilinear (PIL) to width x height",
         "class_counts": {},
     }
@@ -287,11 +294,20 @@ def generate_dataset(
                 rng = np.random.default_rng([seed, split_index, i])
                 bg = np.asarray(Image.fromarray(source_images[ids[i]]).resize((width, height), Image.BILINEAR))
                 cls = CLASSES[labels[i]]
-                image, mask, _ = compose_image(rng, bg, cls, rules)
+                image, mask, _ = compose_image(rng, bg, cls, _rules_for(split, i, rules, train_variety, seed))
                 _write_sample(tmp, split, f"{i:05d}", image, mask, cls)
             meta["class_counts"][split] = {c: int((labels == k).sum()) for k, c in enumerate(CLASSES)}
         write_json(tmp / "dataset.json", meta)
     return meta
+
+
+def _rules_for(split: str, index: int, rules: ShapeRules, variety: float, seed: int) -> ShapeRules:
+    """The rules painting train image ``index``: varied with probability ``variety``, from its own
+    generator so the benchmark-rule images stay byte-identical whatever the share."""
+    if split != "train" or not variety:
+        return rules
+    rng = np.random.default_rng([seed, index, 7919])
+    return varied_rules(rng) if rng.random() < variety else rules
 
 
 # ------------------------------------------------------------------------------------------------

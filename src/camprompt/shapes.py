@@ -32,7 +32,7 @@ import numpy as np
 from matplotlib.path import Path as PolygonPath
 
 __all__ = ["CLASSES", "CONTRAST_PERCENTILE", "CONTRAST_STATS", "RASTERISERS", "ShapeRules", "render_shape",
-           "render_coverage", "colour_contrast", "compose_image"]
+           "render_coverage", "colour_contrast", "compose_image", "varied_rules"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond")
 CONTRAST_PERCENTILE = 10.0
@@ -121,6 +121,23 @@ class ShapeRules:
         colour = ("; the fill colour never occurs in the image's background" if self.exclusive_colour else
                   "; the fill colour may also occur in the background")
         return f"{stat} is >= min_contrast{colour}"
+
+
+def varied_rules(rng: np.random.Generator) -> ShapeRules:
+    """A random plausible generator: every :class:`ShapeRules` knob drawn from a wide range.
+
+    Training on shapes painted by many rule sets (domain randomisation) keeps the classifier from
+    learning one author's conventions -- crisp edges, a strong contrast, an exclusive colour, one
+    size range -- that another generator's images do not share. The ranges hold this benchmark's
+    rules and widen each knob by what another author plausibly chose.
+    """
+    low = float(rng.uniform(6.0, 12.0))
+    return ShapeRules(
+        min_shape_size=low, max_shape_size=float(rng.uniform(max(low, 18.0), 28.0)),
+        min_inside=float(rng.uniform(0.5, 0.9)), min_contrast=float(rng.uniform(20.0, 80.0)),
+        contrast=CONTRAST_STATS[int(rng.integers(len(CONTRAST_STATS)))], exclusive_colour=bool(rng.integers(2)),
+        rasteriser=RASTERISERS[int(rng.integers(len(RASTERISERS)))],
+    )
 
 
 def render_coverage(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> np.ndarray:

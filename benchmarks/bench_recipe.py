@@ -1,0 +1,79 @@
+"""Choose the classifier recipe on VAL: train with params overrides, score on clean and degraded val.
+
+The DAG's ``train`` stage reports val accuracy on clean images only; the robustness targets also ask
+for accuracy on JPEG-compressed, noisy and foreign-generator copies. This trains one recipe (the
+params' ``train`` and ``data.train_variety``, after ``--set`` overrides) on a train split generated
+into ``data/bench/`` and prints its accuracy on the whole val split and on every robustness variant
+of it, so recipes are compared on val only. ``--checkpoint`` scores an existing model instead.
+
+    python benchmarks/bench_recipe.py --checkpoint data/classifier.pt
+    python benchmarks/bench_recipe.py --name variety50 --set data.train_variety=0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from camprompt.artifacts import load_params, override_params, write_json
+from camprompt.classifier import TrainConfig, build_classifier, evaluate, load_classifier, save_classifier, train_classifier
+from camprompt.data import generate_dataset, load_split
+from camprompt.devices import resolve_device
+from camprompt.robustness import VariantSpec, make_variant
+
+BENCH = Path("data/bench")
+
+
+def _train(params: dict, name: str) -> torch.nn.Module:
+    data, seed = params["data"], int(params.get("seed", 0))
+    root = BENCH / f"recipe_{name}"
+    generate_dataset(root, seed=seed, sizes={"train": int(data["sizes"]["train"])}, backgrounds=data.get("backgrounds", "auto"),
+                     npz=data.get("npz"), cifar_root=data.get("cifar_root"), width=int(data["width"]),
+                     height=int(data["height"]), min_shape_size=float(data["min_shape_size"]),
+                     max_shape_size=float(data["max_shape_size"]), min_inside=float(data["min_inside"]),
+                     min_contrast=float(data["min_contrast"]), train_variety=float(data.get("train_variety", 0.0)))
+    config = TrainConfig.from_params(params["train"])
+    model = build_classifier(**config.arch, seed=seed)
+    history = train_classifier(model, load_split(root, "train"), load_split(data["root"], "val"), config, seed=seed,
+                               device=resolve_device(params.get("device")))
+    save_classifier(BENCH / f"clf_{name}.pt", model, {"recipe": params["train"], "data": data})
+    print(f"{name}: trained {config.epochs} epochs in {history['seconds']:.0f} s", flush=True)
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name", default="candidate", help="names data/bench/clf_NAME.pt and the json")
+    ap.add_argument("--checkpoint", default=None, help="score this model instead of training one")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE params override (repeatable)")
+    ap.add_argument("--n", type=int, default=1000, help="val images per variant")
+    args = ap.parse_args(argv)
+    try:
+        params = override_params(load_params(), args.set)
+    except ValueError as exc:
+        raise SystemExit(f"--set {exc}") from None
+    torch.manual_seed(0)
+    model = load_classifier(args.checkpoint) if args.checkpoint else _train(params, args.name)
+    model = model.cpu().eval()
+    rob, seed = params["robustness"], int(params.get("seed", 0))
+    specs = {"clean": {}, **rob["variants"]}
+    scores = {}
+    t0 = time.perf_counter()
+    for variant, spec in specs.items():
+        arrays, _ = make_variant(VariantSpec.from_params(variant, spec), data_root=params["data"]["root"],
+                                 split=rob["split"], n=args.n, seed=seed, data_params=params["data"])
+        result = evaluate(model, arrays)
+        scores[variant] = {"accuracy": result["accuracy"], "per_class_accuracy": result["per_class_accuracy"]}
+    print(f"| recipe | {' | '.join(scores)} |\n|---|{'---|' * len(scores)}")
+    print(f"| {args.checkpoint or args.name} | " + " | ".join(f"{s['accuracy']:.3f}" for s in scores.values()) + " |")
+    print(f"(val, {args.n} images per variant, scored in {time.perf_counter() - t0:.0f} s)")
+    write_json(BENCH / f"recipe_{Path(args.checkpoint).stem if args.checkpoint else args.name}.json",
+               {"args": vars(args), "set": args.set, "val": scores})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
