@@ -35,7 +35,7 @@ def _train(params: dict, name: str) -> torch.nn.Module:
                      npz=data.get("npz"), cifar_root=data.get("cifar_root"), width=int(data["width"]),
                      height=int(data["height"]), min_shape_size=float(data["min_shape_size"]),
                      max_shape_size=float(data["max_shape_size"]), min_inside=float(data["min_inside"]),
-                     min_contrast=float(data["min_contrast"]), train_variety=float(data.get("train_variety", 0.0)))
+                     min_contrast=float(data["min_contrast"]), train_variety=float(data["train_variety"]))
     config = TrainConfig.from_params(params["train"])
     model = build_classifier(**config.arch, seed=seed)
     history = train_classifier(model, load_split(root, "train"), load_split(data["root"], "val"), config, seed=seed,
