@@ -114,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="FAST = True (a few minutes on a CPU)")
     parser.add_argument("--out", type=Path, default=EXECUTED, help=f"where to write the executed notebook ({EXECUTED.name})")
+    parser.add_argument("--cell-timeout", type=int, default=3 * 3600,
+                        help="seconds one cell may run (a full CPU run trains the classifier in one cell: 9-27 min "
+                             "on a 2-core machine, more when it shares the CPU)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="camprompt-notebook-") as tmp:
-        nb = strip_volatile(execute(fast=args.fast, workdir=Path(tmp)))
+        nb = strip_volatile(execute(fast=args.fast, workdir=Path(tmp), timeout=args.cell_timeout))
     text = nbformat.writes(nb) + "\n"
     write_atomic(args.out, text)
     print(f"wrote {args.out} ({len(text.encode()) / 1024:.0f} KiB) after {time.perf_counter() - start:.0f} s")
