@@ -8,8 +8,6 @@ scores float32 (N,) = SAM's predicted IoU of the kept mask; attrs names).
 
 from __future__ import annotations
 
-import sys
-
 from camprompt.artifacts import load_arrays, load_params, save_arrays
 from camprompt.data import load_split
 from camprompt.stage_io import check_names, load_attached_predictor, run_stage, strategy_dir, strategy_params
@@ -35,6 +33,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/masks.py STRATEGY")
-    run_stage(main, sys.argv[1])
+    run_stage(main, "STRATEGY")

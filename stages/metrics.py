@@ -8,8 +8,6 @@ This is the only place where ground truth meets the pipelines' output.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from camprompt.artifacts import atomic_path, load_arrays, load_params, write_json
@@ -52,6 +50,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/metrics.py STRATEGY")
-    run_stage(main, sys.argv[1])
+    run_stage(main, "STRATEGY")

@@ -11,8 +11,6 @@ region-search strategy; attrs names/strategy/params/split/cam/pipeline/descripti
 
 from __future__ import annotations
 
-import sys
-
 from camprompt.artifacts import ArtifactError, load_arrays, load_params, save_arrays
 from camprompt.data import load_split
 from camprompt.stage_io import check_names, load_heatmap, region_store, run_stage, strategy_dir, strategy_params
@@ -56,6 +54,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/points.py STRATEGY")
-    run_stage(main, sys.argv[1])
+    run_stage(main, "STRATEGY")

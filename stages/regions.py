@@ -10,8 +10,6 @@ probes, SAM decoder calls); every strategy with `search: C` places its points fr
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from camprompt.artifacts import ArtifactError, load_params, save_arrays
@@ -48,6 +46,4 @@ def main(search: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/regions.py SEARCH")
-    run_stage(main, sys.argv[1])
+    run_stage(main, "SEARCH")

@@ -9,7 +9,6 @@ IoU of every image, for the report's worst cases).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from camprompt.artifacts import load_params, save_arrays, write_json
@@ -51,6 +50,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/robust.py VARIANT")
-    run_stage(main, sys.argv[1])
+    run_stage(main, "VARIANT")

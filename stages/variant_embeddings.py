@@ -7,7 +7,6 @@ Usage: ``python stages/variant_embeddings.py V``. Reads params `sam`, `device` a
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from camprompt.artifacts import load_params
@@ -29,6 +28,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python stages/variant_embeddings.py VARIANT")
-    run_stage(main, sys.argv[1])
+    run_stage(main, "VARIANT")

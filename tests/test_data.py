@@ -10,6 +10,7 @@ from __future__ import annotations
 import filecmp
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -226,19 +227,10 @@ def test_varied_rules_span_the_knobs() -> None:
 
 
 def test_crash_mid_generation_leaves_previous_dataset_intact(dataset: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              crash_on_call: Callable[..., dict[str, int]]) -> None:
     root = _copy(dataset, tmp_path)
     before = {f: (root / f).read_bytes() for f in _files(root)}
-    calls = {"n": 0}
-    original = data_mod._write_sample
-
-    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("simulated crash")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(data_mod, "_write_sample", crash)
+    calls = crash_on_call(data_mod, "_write_sample", 7)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(root, **{**KW, "seed": 99})
     assert {f: (root / f).read_bytes() for f in _files(root)} == before

@@ -276,23 +276,24 @@ def test_interrupted_repro_leaves_no_partial_artifact_and_resumes(tiny_repo: Pat
 
     # Its own process group, so the SIGINT reaches DVC and the stage, like Ctrl-C in a terminal; and
     # SIGINT's default action, which a test run started in the background (`cmd &`) would ignore.
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=tiny_repo, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if f"Running stage 'masks@{name}'" in line:
-                deadline = time.monotonic() + 60
-                while not _running(f"stages/masks.py {name}") and time.monotonic() < deadline:
-                    time.sleep(0.02)
+    # The test watches for the stage's own process, not for DVC's "Running stage" line: DVC's output
+    # into a pipe or file is block-buffered, so that line can arrive after the stage has finished.
+    log = tiny_repo.parent / "interrupted_repro.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=tiny_repo, env=_env(), text=True,
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            deadline = time.monotonic() + 600
+            while proc.poll() is None and time.monotonic() < deadline and not _running(f"stages/masks.py {name}"):
+                time.sleep(0.02)
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
-                break
-        out = "".join(lines) + proc.communicate(timeout=300)[0]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
     assert f"Running stage 'masks@{name}'" in out, out[-3000:]
     assert proc.returncode != 0, f"the repro was not interrupted:\n{out[-3000:]}"
 

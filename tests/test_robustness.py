@@ -4,6 +4,7 @@ bad values clearly; a variant is evaluated like the test split, beside SAM's ide
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -149,22 +150,13 @@ def test_a_generator_variant_draws_new_shapes(dataset: Path) -> None:
     assert not np.array_equal(arrays.masks, load_split(dataset, "val", 4).masks)
 
 
-def test_write_split_is_atomic(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_split_is_atomic(dataset: Path, tmp_path: Path, crash_on_call: Callable[..., dict[str, int]]) -> None:
     arrays = load_split(dataset, "val", 4)
     out = write_split(tmp_path / "v", "val", arrays, {"variant": "copy"})
     back = load_split(out, "val")
     np.testing.assert_array_equal(back.images, arrays.images)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    calls = {"n": 0}
-    original = data_mod._write_sample
-
-    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(data_mod, "_write_sample", crash)
+    crash_on_call(data_mod, "_write_sample", 3)
     with pytest.raises(KeyboardInterrupt):
         write_split(out, "val", SplitArrays(arrays.images[::-1], arrays.masks, arrays.labels, arrays.names), {})
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

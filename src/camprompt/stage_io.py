@@ -2,7 +2,7 @@
 
 Every check raises :class:`~camprompt.artifacts.ArtifactError` with a message that names the stage
 to re-run; :func:`run_stage` prints that message and exits non-zero instead of a traceback. Nothing
-here knows how points or masks are made: that is the library's job (``pipelines``, ``prompts``).
+here knows how points or masks are made: that is the library's job (``strategies``, ``search``, ``placement``).
 """
 
 from __future__ import annotations
@@ -45,9 +45,14 @@ VARIANT_EMBEDDINGS_ROOT = "data/variant_embeddings"  # their SAM embeddings (`va
 ROBUSTNESS_ROOT = "data/robustness"                  # what each variant's evaluation found (`robust@V`)
 
 
-def run_stage(main: Callable[..., None], *args: str) -> None:
-    """Run a stage's ``main``; a missing, stale or malformed artifact (or params entry) ends it with its
-    message and exit code 1 (other errors keep their traceback)."""
+def run_stage(main: Callable[..., None], key: str | None = None) -> None:
+    """Run a stage's ``main`` on its command-line arguments: one, named ``key`` in the usage line, for a
+    foreach stage (its ``${key}``), none for a plain stage. A wrong argument count ends it with that
+    usage line; a missing, stale or malformed artifact (or params entry) ends it with its message and
+    exit code 1 (other errors keep their traceback)."""
+    args = sys.argv[1:]
+    if len(args) != (key is not None):
+        raise SystemExit(f"usage: python {sys.argv[0]}" + (f" {key}" if key else ""))
     try:
         main(*args)
     except ArtifactError as exc:

@@ -1,0 +1,66 @@
+"""The stages' shared entry point and params checks: wrong calls end with a message, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from camprompt.artifacts import ArtifactError
+from camprompt.stage_io import run_stage, strategy_params, variant_names
+
+
+def test_run_stage_passes_the_foreach_key_to_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(sys, "argv", ["stages/masks.py", "fg_bg"])
+    run_stage(seen.append, "STRATEGY")
+    assert seen == ["fg_bg"]
+
+
+@pytest.mark.parametrize(("argv", "key", "usage"), [
+    (["stages/masks.py"], "STRATEGY", "usage: python stages/masks.py STRATEGY"),
+    (["stages/masks.py", "a", "b"], "STRATEGY", "usage: python stages/masks.py STRATEGY"),
+    (["stages/report.py", "extra"], None, "usage: python stages/report.py"),
+])
+def test_run_stage_refuses_a_wrong_argument_count(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                  key: str | None, usage: str) -> None:
+    called = []
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        run_stage(lambda *args: called.append(args), key)
+    assert str(exc.value) == usage
+    assert not called
+
+
+def test_run_stage_turns_an_artifact_error_into_its_message_and_exit_1(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def main() -> None:
+        raise ArtifactError("data/heatmaps.zarr is missing; run: dvc repro heatmaps")
+
+    monkeypatch.setattr(sys, "argv", ["stages/report.py"])
+    with pytest.raises(SystemExit) as exc:
+        run_stage(main)
+    assert exc.value.code == 1
+    assert "error: data/heatmaps.zarr is missing; run: dvc repro heatmaps" in capsys.readouterr().err
+
+
+def test_run_stage_keeps_the_traceback_of_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def main() -> None:
+        raise ValueError("a bug, not a missing artifact")
+
+    monkeypatch.setattr(sys, "argv", ["stages/report.py"])
+    with pytest.raises(ValueError, match="a bug"):
+        run_stage(main)
+
+
+def test_unknown_strategy_and_variant_names_list_the_known_ones() -> None:
+    params = {"strategies": {"fg_bg": {"pipeline": "foreground_background"}},
+              "robustness": {"variants": {"jpeg90": {"jpeg_quality": 90}}}}
+    assert strategy_params(params, "fg_bg") == {"pipeline": "foreground_background"}
+    with pytest.raises(ArtifactError, match=r"no strategy 'fg'.*\['fg_bg'\]"):
+        strategy_params(params, "fg")
+    with pytest.raises(ArtifactError, match="must be a mapping with a 'pipeline' key"):
+        strategy_params({"strategies": {"odd": 3}}, "odd")
+    assert variant_names(params) == ["jpeg90"]
+    with pytest.raises(ArtifactError, match=r"no robustness variant 'jpeg75'.*\['jpeg90'\]"):
+        variant_names(params, "jpeg75")
