@@ -110,6 +110,49 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def _as_terminal(text: str) -> str:
+    """``text`` as a terminal leaves it: a carriage return moves back to the line's start and what
+    follows overwrites it; a line that ends up blank after such an overwrite (a cleared bar) is dropped."""
+    lines = []
+    for line in text.split("\n"):
+        shown: list[str] = []
+        for piece in line.split("\r"):
+            shown[:len(piece)] = piece
+        rendered = "".join(shown).rstrip()
+        if rendered or "\r" not in line:
+            lines.append(rendered if "\r" in line else line)
+    return "\n".join(lines)
+
+
+def _merge_streams(outputs: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
+    """``outputs`` with each run of consecutive stream outputs of one name joined into one."""
+    merged: list[nbformat.NotebookNode] = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if out.output_type == "stream" and last is not None and last.output_type == "stream" and last.name == out.name:
+            last.text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
+def collapse_streams(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Keep of each cell's printed text only what a terminal shows, in as few outputs as that takes.
+
+    A progress bar redraws itself with carriage returns; the kernel sends every redraw (tqdm redraws on
+    each postfix update whatever its interval), so a 30-epoch training cell saves thousands of states.
+    Jupyter shows the last one; so does the committed notebook, which stays small.
+    """
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        outputs = _merge_streams(cell.outputs)
+        for out in outputs:
+            if out.output_type == "stream":
+                out.text = _as_terminal(out.text)
+        # a cleared bar leaves an empty output between two prints: drop it, and join the prints again
+        cell.outputs = _merge_streams([o for o in outputs if o.output_type != "stream" or o.text.strip()])
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="FAST = True (a few minutes on a CPU)")
@@ -120,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="camprompt-notebook-") as tmp:
-        nb = strip_volatile(execute(fast=args.fast, workdir=Path(tmp), timeout=args.cell_timeout))
+        nb = collapse_streams(strip_volatile(execute(fast=args.fast, workdir=Path(tmp), timeout=args.cell_timeout)))
     text = nbformat.writes(nb) + "\n"
     write_atomic(args.out, text)
     print(f"wrote {args.out} ({len(text.encode()) / 1024:.0f} KiB) after {time.perf_counter() - start:.0f} s")

@@ -125,6 +125,26 @@ def test_the_import_hook_refuses_camprompt(tmp_path: Path) -> None:
         runner.execute_alone(new_notebook(cells=[new_code_cell("import camprompt.pipelines")]), tmp_path / "b")
 
 
+def test_saved_outputs_keep_what_a_terminal_shows() -> None:
+    """Progress-bar redraws collapse to their last state; prints, errors and figures stay as they were."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    cell = new_code_cell("train()", outputs=[
+        new_output("stream", name="stderr", text="\rtrain 1/2:   0%|"),
+        new_output("stream", name="stderr", text="\rtrain 1/2: 100%|"),
+        new_output("stream", name="stderr", text="\r                 \r"),
+        new_output("stream", name="stdout", text="epoch 1: loss 1.6\n"),
+        new_output("stream", name="stderr", text="\rtrain 2/2:  50%|\r                 \r"),
+        new_output("stream", name="stdout", text="epoch 2: loss 1.2\n  indented  \n"),
+        new_output("display_data", data={"text/plain": "<Figure>"}),
+        new_output("stream", name="stderr", text="\rSAM: 10%\rSAM: 100%\n"),
+    ])
+    nb = _load("run_notebook").collapse_streams(new_notebook(cells=[cell]))
+    shown = [(o.output_type, o.get("name"), o.get("text")) for o in nb.cells[0].outputs]
+    assert shown == [("stream", "stdout", "epoch 1: loss 1.6\nepoch 2: loss 1.2\n  indented  \n"),
+                     ("display_data", None, None), ("stream", "stderr", "SAM: 100%\n")]
+
+
 def _streams(nb: nbformat.NotebookNode) -> str:
     return "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
 
