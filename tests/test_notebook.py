@@ -126,7 +126,7 @@ def test_the_import_hook_refuses_camprompt(tmp_path: Path) -> None:
 
 
 def test_saved_outputs_keep_what_a_terminal_shows() -> None:
-    """Progress-bar redraws collapse to their last state; prints, errors and figures stay as they were."""
+    """Progress-bar redraws collapse to their last state; prints and figures stay as they were."""
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
     cell = new_code_cell("train()", outputs=[
