@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="FAST = True (a few minutes on a CPU)")
     parser.add_argument("--out", type=Path, default=EXECUTED, help=f"where to write the executed notebook ({EXECUTED.name})")
     parser.add_argument("--cell-timeout", type=int, default=3 * 3600,
-                        help="seconds one cell may run (a full CPU run trains the classifier in one cell: 9-27 min "
-                             "on a 2-core machine, more when it shares the CPU)")
+                        help="seconds one cell may run (a full CPU run trains the classifier in one cell; "
+                             "benchmarks/RESULTS.md has measured run times)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="camprompt-notebook-") as tmp:
