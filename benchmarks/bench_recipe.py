@@ -4,7 +4,8 @@ The DAG's ``train`` stage reports val accuracy on clean images only; the robustn
 for accuracy on JPEG-compressed, noisy and foreign-generator copies. This trains one recipe (the
 params' ``train`` and ``data.train_variety``, after ``--set`` overrides) on a train split generated
 into ``data/bench/`` and prints its accuracy on the whole val split and on every robustness variant
-of it, so recipes are compared on val only. ``--checkpoint`` scores an existing model instead.
+of it, so recipes are compared on val only; a second row gives the accuracy of the decision over the
+params' ``decision`` views (:mod:`camprompt.decision`). ``--checkpoint`` scores an existing model instead.
 
     python benchmarks/bench_recipe.py --checkpoint data/classifier.pt
     python benchmarks/bench_recipe.py --name variety50 --set data.train_variety=0.5
@@ -22,6 +23,7 @@ import torch
 from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.classifier import TrainConfig, build_classifier, evaluate, load_classifier, save_classifier, train_classifier
 from camprompt.data import generate_dataset, load_split
+from camprompt.decision import Views, decide
 from camprompt.devices import resolve_device
 from camprompt.robustness import VariantSpec, make_variant
 
@@ -61,15 +63,19 @@ def main(argv: list[str] | None = None) -> None:
     model = model.cpu().eval()
     rob, seed = params["robustness"], int(params.get("seed", 0))
     specs = {"clean": {}, **rob["variants"]}
+    views = Views.from_params(params.get("decision"))
     scores = {}
     t0 = time.perf_counter()
     for variant, spec in specs.items():
         arrays, _ = make_variant(VariantSpec.from_params(variant, spec), data_root=params["data"]["root"],
                                  split=rob["split"], n=args.n, seed=seed, data_params=params["data"])
         result = evaluate(model, arrays)
-        scores[variant] = {"accuracy": result["accuracy"], "per_class_accuracy": result["per_class_accuracy"]}
+        decided, _ = decide(model, arrays.images, views)
+        scores[variant] = {"accuracy": result["accuracy"], "per_class_accuracy": result["per_class_accuracy"],
+                           "decided_accuracy": float((decided == arrays.labels).mean())}
     print(f"| recipe | {' | '.join(scores)} |\n|---|{'---|' * len(scores)}")
     print(f"| {args.checkpoint or args.name} | " + " | ".join(f"{s['accuracy']:.3f}" for s in scores.values()) + " |")
+    print(f"| ... decided over {views.count} views | " + " | ".join(f"{s['decided_accuracy']:.3f}" for s in scores.values()) + " |")
     print(f"(val, {args.n} images per variant, scored in {time.perf_counter() - t0:.0f} s)")
     write_json(BENCH / f"recipe_{Path(args.checkpoint).stem if args.checkpoint else args.name}.json",
                {"args": vars(args), "set": args.set, "val": scores})

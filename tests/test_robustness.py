@@ -14,6 +14,7 @@ from PIL import Image
 import camprompt.data as data_mod
 from camprompt.data import SplitArrays, generate_dataset, load_split, write_split
 from camprompt.perturb import Perturbation, add_noise, jpeg_round_trip
+from camprompt.decision import Views, decide
 from camprompt.robustness import VariantSpec, evaluate_variant, ideal_points, make_variant, sam_ceiling
 from camprompt.shapes import ShapeRules, colour_contrast, compose_image, render_coverage, render_shape
 
@@ -206,9 +207,14 @@ def test_a_variant_is_evaluated_like_the_test_split(dataset: Path) -> None:
     strategies = {"peak": {"pipeline": "gradcam_peak", "cam": "layer2"},
                   "fg": {"pipeline": "foreground", "search": "s"}, "fgbg": {"pipeline": "fg_bg", "search": "s"}}
     searches = {"s": {"cam": "layer2", "use_sam": False}}
-    summary, runs = evaluate_variant(split, classifier=ColourClassifier((0, 0, 0)), predictor=OracleSam(), cam_configs=CAMS,
-                                     searches=searches, strategies=strategies)
-    assert summary["n_images"] == 4 and 0.0 <= summary["classifier_accuracy"] <= 1.0
+    classifier, views = ColourClassifier((0, 0, 0)), Views(hflip=True, shift=2)
+    summary, runs = evaluate_variant(split, classifier=classifier, predictor=OracleSam(), cam_configs=CAMS,
+                                     searches=searches, strategies=strategies, views=views)
+    assert summary["n_images"] == 4
+    decided, _ = decide(classifier, split.images, views)
+    single, _ = decide(classifier, split.images, Views())
+    assert summary["classifier_accuracy"] == pytest.approx(float((decided == split.labels).mean()))
+    assert summary["classifier_single_view_accuracy"] == pytest.approx(float((single == split.labels).mean()))
     assert set(summary["strategies"]) == set(strategies) == set(runs)
     assert summary["sam_ceiling"]["single"] == pytest.approx(1.0)
     for name, run in runs.items():

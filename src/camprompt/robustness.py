@@ -29,6 +29,8 @@ from camprompt.shapes import CLASSES, ShapeRules
 if TYPE_CHECKING:
     from torch import nn
 
+    from camprompt.decision import Views
+
 __all__ = ["VariantSpec", "make_variant", "ideal_points", "sam_ceiling", "StrategyRun", "evaluate_variant", "SUMMARY_KEYS"]
 
 #: The per-strategy numbers a variant's summary keeps (from :func:`camprompt.metrics.summarize`).
@@ -122,34 +124,40 @@ class StrategyRun:
 
 def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: Any,
                      cam_configs: Mapping[str, Mapping[str, Any]], searches: Mapping[str, Mapping[str, Any]],
-                     strategies: Mapping[str, Mapping[str, Any]], progress: bool = False
-                     ) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
+                     strategies: Mapping[str, Mapping[str, Any]], views: Views | None = None,
+                     progress: bool = False) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
     """Every strategy, the classifier and SAM's ceiling on one variant -> (summary, each strategy's outputs).
 
     As in the DVC pipeline: one Grad-CAM pass, the region search once per search config and shared
     by the strategies that name it, then each strategy's placement and masks; ``predictor`` should
-    hold every image's embedding already (an attached store), or its encoder runs here. The summary holds the classifier's accuracy, how often the Grad-CAM maximum lies inside the
-    shape, SAM's ceiling, and per strategy the :data:`SUMMARY_KEYS` of ``camprompt.metrics.summarize``.
+    hold every image's embedding already (an attached store), or its encoder runs here. Grad-CAM
+    explains the class the classifier decides over ``views`` (:mod:`camprompt.decision`; None = the
+    single view). The summary holds the decided and the single-view accuracy, how often the Grad-CAM
+    maximum lies inside the shape, SAM's ceiling, and per strategy the :data:`SUMMARY_KEYS` of
+    ``camprompt.metrics.summarize``.
     """
     from camprompt.conventions import DEFAULT_CAM
+    from camprompt.decision import Views, decide
     from camprompt.gradcam import compute_split_heatmaps
     from camprompt.saliency import argmax_hit_rate
     from camprompt.search import RegionSearch, SearchConfig
     from camprompt.strategies import build_pipeline
 
     images, gt = arrays.images, arrays.masks
-    cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, progress=progress)
+    decided, _ = decide(classifier, images, views or Views())
+    cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, targets=decided, progress=progress)
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
         knobs = dict(searches[search])
         config = SearchConfig.from_params(knobs)
         choices = RegionSearch(config, classifier, predictor if config.use_sam else None, progress=progress).regions(
-            images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
+            images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.targets)
         found[search] = (np.stack([c.region for c in choices]), np.stack([c.seed for c in choices]))
     classes = [CLASSES[int(c)] for c in arrays.labels]
     summary: dict[str, Any] = {
         "n_images": len(images),
-        "classifier_accuracy": float((cams.preds == arrays.labels).mean()),
+        "classifier_accuracy": float((decided == arrays.labels).mean()),
+        "classifier_single_view_accuracy": float((cams.preds == arrays.labels).mean()),
         "cam_peak_hit_rate": {name: argmax_hit_rate(maps, gt) for name, maps in cams.heatmaps.items()},
         "sam_ceiling": sam_ceiling(predictor, images, gt),
         "strategies": {},

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from camprompt.artifacts import ArtifactError, read_json
+from camprompt.decision import Views
 from camprompt.report.results import EvalSet, Robustness, StrategyResult, best_result, first_of
 from camprompt.report.tables import fmt_value
 from camprompt.sam.fetch import describe_model
@@ -62,8 +63,14 @@ def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[s
     train = params.get("train") or {}
     if clf:
         acc = (clf.get("test") or {}).get("accuracy")
+        views = Views.from_params(params.get("decision"))
+        seen = ["the image"] + (["its mirror image"] if views.hflip else []) + (
+            [f"copies moved by {views.shift} px left, right, up and down"] if views.shift else [])
+        decided = ("Grad-CAM explains its predicted class." if views.count == 1 else
+                   f"Grad-CAM explains the class of the highest mean probability over {views.count} views of each image "
+                   f"({', '.join(seen[:-1])} and {seen[-1]}), a label-free step of the pipeline.")
         out.append(f"Classifier: a torchvision ResNet-18 with a 5-class head trained from scratch for {train.get('epochs', '?')} "
-                   f"epochs; test accuracy {fmt_value(acc)}. Grad-CAM explains its predicted class.")
+                   f"epochs; test accuracy {fmt_value(acc)} from a single view. {decided}")
     sam = params.get("sam") or {}
     model = _read_optional(root / sam.get("model_dir", "data/sam_model") / "model.json")
     if model:

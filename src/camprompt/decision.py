@@ -1,0 +1,88 @@
+"""The classifier's decision: the class with the highest mean probability over label-preserving views.
+
+A single forward pass of the from-scratch classifier is sensitive to where a small shape sits and
+to JPEG blocking, and a star and a diamond differ by a few pixels. Averaging its softmax over the
+image, its mirror image (every class is left-right symmetric) and copies shifted by a few pixels
+(zero fill, as in the training augmentation) is a cheaper ensemble than a second network. The
+decision is what Grad-CAM explains and what the region search verifies; the classifier's own
+training and its single-view accuracy (``stages/train.py``) are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from camprompt.conventions import check_rgb_batch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Views", "decide"]
+
+
+@dataclass(frozen=True)
+class Views:
+    """Which views of each image the decision averages: the image itself, its mirror image when
+    ``hflip``, and, when ``shift`` > 0, copies of each moved by ``shift`` pixels left, right, up
+    and down (uncovered pixels black)."""
+
+    hflip: bool = False
+    shift: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hflip, (bool, np.bool_)):
+            raise ValueError(f"decision.hflip must be true or false, got {self.hflip!r}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, (int, np.integer)) or self.shift < 0:
+            raise ValueError(f"decision.shift must be an integer >= 0 (pixels), got {self.shift!r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> Views:
+        """From params ``decision`` (``hflip``, ``shift``); None or {} = the single view; an unknown key is an error."""
+        params = dict(params or {})
+        unknown = set(params) - {"hflip", "shift"}
+        if unknown:
+            raise ValueError(f"unknown decision knobs {sorted(unknown)}; known: ['hflip', 'shift']")
+        return cls(**params)
+
+    @property
+    def count(self) -> int:
+        """How many views each image gets."""
+        return (2 if self.hflip else 1) * (5 if self.shift else 1)
+
+    def of(self, images: np.ndarray) -> list[np.ndarray]:
+        """The views of a uint8 (N,H,W,3) batch, each a batch of the same shape; the first is the batch itself."""
+        images = check_rgb_batch(images)
+        bases = [images, np.ascontiguousarray(images[:, :, ::-1])] if self.hflip else [images]
+        if not self.shift:
+            return bases
+        moves = [(0, 0), (self.shift, 0), (-self.shift, 0), (0, self.shift), (0, -self.shift)]
+        return [_shifted(base, dx, dy) for base in bases for dx, dy in moves]
+
+
+def _shifted(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """The batch moved by (dx, dy) pixels (x right, y down); uncovered pixels are black."""
+    if dx == 0 and dy == 0:
+        return images
+    h, w = images.shape[1:3]
+    out = np.zeros_like(images)
+    if abs(dx) < w and abs(dy) < h:
+        out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+            images[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return out
+
+
+def decide(model: nn.Module, images: np.ndarray, views: Views, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The decided class int64 (N,) and the mean class probabilities float32 (N,K) of uint8 images (N,H,W,3)."""
+    from camprompt.classifier import predict_logits
+
+    total = None
+    for view in views.of(images):
+        probs = predict_logits(model, view, batch_size).softmax(1).numpy()
+        total = probs if total is None else total + probs
+    assert total is not None
+    mean = (total / views.count).astype(np.float32)
+    return mean.argmax(1).astype(np.int64), mean
