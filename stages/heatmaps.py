@@ -2,9 +2,9 @@
 
 Reads params `gradcam` (out, figure, batch_size, configs), `decision`, `eval` (split, limit) and
 `device`; writes `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
-The explained class is always the classifier's decision (`camprompt.decision`: the mean over the
-params' views), never the label; `pred` holds it. Every configuration shares each batch's single
-forward/backward, so `logits` (the single view's) come from that same pass.
+The explained class is always the predicted one (`pred`), never the label. Every configuration
+shares each batch's single forward/backward, so `pred`/`logits` come from that same pass. `decided`
+holds the classifier's answer: its decision over the views of params `decision` (`camprompt.decision`).
 """
 
 from __future__ import annotations
@@ -55,16 +55,16 @@ def main() -> None:
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     views = Views.from_params(params.get("decision"))
     model = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
-    decided, _ = decide(model, split.images, views)
     result = compute_split_heatmaps(
-        model, normalize(split.images), configs, batch_size=int(gradcam.get("batch_size", 64)), targets=decided
+        model, normalize(split.images), configs, batch_size=int(gradcam.get("batch_size", 64))
     )
+    decided, _ = decide(model, split.images, views)
     hits = {name: argmax_hit_rate(maps, split.masks) for name, maps in result.heatmaps.items()}
     labels = np.asarray(split.labels)
-    accuracy = float((result.targets == labels).mean()) if len(labels) else float("nan")
-    single = float((result.preds == labels).mean()) if len(labels) else float("nan")
+    accuracy = float((result.preds == labels).mean()) if len(labels) else float("nan")
+    decided_accuracy = float((decided == labels).mean()) if len(labels) else float("nan")
     arrays = {f"heatmap_{name}": maps for name, maps in result.heatmaps.items()}
-    arrays.update(pred=result.targets, logits=result.logits)
+    arrays.update(pred=result.preds, logits=result.logits, decided=decided)
     attrs = {
         "names": list(split.names),
         "split": ev["split"],
@@ -73,19 +73,19 @@ def main() -> None:
         "classes": list(CLASSES),
         "argmax_in_mask": hits,  # diagnostic: fraction of arg-max pixels inside the GT mask
         "accuracy": accuracy,
-        "single_view_accuracy": single,
+        "decided_accuracy": decided_accuracy,
         "views": views.count,
     }
     save_arrays(gradcam["out"], arrays, attrs, chunk_rows=256)
 
     rows = _figure_rows(np.asarray(split.labels))
-    titles = [f"{split.names[i]}\n{CLASSES[split.labels[i]]}->{CLASSES[result.targets[i]]}" for i in rows]
+    titles = [f"{split.names[i]}\n{CLASSES[split.labels[i]]}->{CLASSES[result.preds[i]]}" for i in rows]
     figure = Path(gradcam.get("figure", "data/figures/gradcam.png"))
     with atomic_path(figure) as tmp:
         plot_heatmaps(tmp, split.images[rows], {k: v[rows] for k, v in result.heatmaps.items()},
                       split.masks[rows], titles)
-    print(f"heatmaps: {len(split.names)} {ev['split']} images, accuracy {accuracy:.3f} over {views.count} views "
-          f"({single:.3f} single view)")
+    print(f"heatmaps: {len(split.names)} {ev['split']} images, accuracy {accuracy:.3f} "
+          f"({decided_accuracy:.3f} decided over {views.count} views)")
     for name, rate in hits.items():
         print(f"  {name:<16s} {configs[name]['method']:<10s} layers={configs[name]['layers']}  arg-max in mask {rate:.3f}")
 

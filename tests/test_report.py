@@ -127,7 +127,7 @@ def fake_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names, classes = list(split.names), [CLASSES[int(c)] for c in split.labels]
     rng = np.random.default_rng(0)
     heat = {f"heatmap_{c}": rng.random((N_IMAGES, 48, 64), dtype=np.float32) for c in ("layer2", "layer3")}
-    save_arrays(root / "data/heatmaps.zarr", {**heat, "pred": np.asarray(split.labels)}, {"names": names})
+    save_arrays(root / "data/heatmaps.zarr", {**heat, "pred": np.asarray(split.labels)}, {"names": names, "decided_accuracy": 0.99})
     for name in STRATEGIES:
         rows = _strategy_rows(name, names, classes, rng)
         folder = root / "data/strategies" / name
@@ -291,9 +291,10 @@ def test_setup_names_the_data_the_classifier_and_sam(fake_repo: Path) -> None:
 
 
 @pytest.mark.parametrize("decision, says", [
-    ({"hflip": False, "shift": 0}, "Grad-CAM explains its predicted class."),
-    ({"hflip": True, "shift": 0}, "over 2 views of each image (the image and its mirror image)"),
-    ({"hflip": True, "shift": 2}, "over 10 views of each image (the image, its mirror image and copies moved by 2 px"),
+    ({"hflip": False, "shift": 0}, "from a single view. Grad-CAM explains the single view's predicted class."),
+    ({"hflip": True, "shift": 0}, "over 2 views of each image (the image and its mirror image): test accuracy 0.990."),
+    ({"hflip": True, "shift": 2}, "over 10 views of each image (the image, its mirror image and copies moved by 2 px left, "
+                                  "right, up and down): test accuracy 0.990. Grad-CAM explains"),
 ])
 def test_setup_says_over_which_views_the_classifier_decides(fake_repo: Path, decision: dict, says: str) -> None:
     text = " ".join(setup_sentences({**_params(fake_repo), "decision": decision}, fake_repo))

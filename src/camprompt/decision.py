@@ -4,8 +4,10 @@ A single forward pass of the from-scratch classifier is sensitive to where a sma
 to JPEG blocking, and a star and a diamond differ by a few pixels. Averaging its softmax over the
 image, its mirror image (every class is left-right symmetric) and copies shifted by a few pixels
 (zero fill, as in the training augmentation) is a cheaper ensemble than a second network. The
-decision is what Grad-CAM explains and what the region search verifies; the classifier's own
-training and its single-view accuracy (``stages/train.py``) are unchanged.
+decision is the classifier's answer, the class it names; Grad-CAM still explains the single view's
+predicted class, whose evidence lies where the network looked in the image as given, and the region
+search verifies that class (a decided class the single view disagrees with placed worse points on
+JPEG-compressed val images, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

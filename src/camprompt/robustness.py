@@ -131,10 +131,10 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     As in the DVC pipeline: one Grad-CAM pass, the region search once per search config and shared
     by the strategies that name it, then each strategy's placement and masks; ``predictor`` should
     hold every image's embedding already (an attached store), or its encoder runs here. Grad-CAM
-    explains the class the classifier decides over ``views`` (:mod:`camprompt.decision`; None = the
-    single view). The summary holds the decided and the single-view accuracy, how often the Grad-CAM
-    maximum lies inside the shape, SAM's ceiling, and per strategy the :data:`SUMMARY_KEYS` of
-    ``camprompt.metrics.summarize``.
+    explains the single view's predicted class, as on the test split. The summary holds the accuracy
+    of the classifier's answer, its decision over ``views`` (:mod:`camprompt.decision`; None = the
+    single view), and of the single view, how often the Grad-CAM maximum lies inside the shape,
+    SAM's ceiling, and per strategy the :data:`SUMMARY_KEYS` of ``camprompt.metrics.summarize``.
     """
     from camprompt.conventions import DEFAULT_CAM
     from camprompt.decision import Views, decide
@@ -144,14 +144,14 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     from camprompt.strategies import build_pipeline
 
     images, gt = arrays.images, arrays.masks
+    cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, progress=progress)
     decided, _ = decide(classifier, images, views or Views())
-    cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, targets=decided, progress=progress)
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
         knobs = dict(searches[search])
         config = SearchConfig.from_params(knobs)
         choices = RegionSearch(config, classifier, predictor if config.use_sam else None, progress=progress).regions(
-            images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.targets)
+            images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
         found[search] = (np.stack([c.region for c in choices]), np.stack([c.seed for c in choices]))
     classes = [CLASSES[int(c)] for c in arrays.labels]
     summary: dict[str, Any] = {

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from camprompt.artifacts import ArtifactError, read_json
+from camprompt.artifacts import ArtifactError, open_arrays, read_json
 from camprompt.decision import Views
 from camprompt.report.results import EvalSet, Robustness, StrategyResult, best_result, first_of
 from camprompt.report.tables import fmt_value
@@ -43,6 +43,14 @@ def _read_optional(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _heatmap_attrs(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """The heatmaps store's attrs (accuracies, views), or {} before the heatmaps stage has run."""
+    try:
+        return dict(open_arrays(root / (params.get("gradcam") or {}).get("out", "data/heatmaps.zarr")).attrs)
+    except (ArtifactError, FileNotFoundError, OSError):
+        return {}
+
+
 def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[str]:
     """What this run used, from its artifacts: the dataset's rules, the classifier and SAM."""
     root = Path(root)
@@ -66,11 +74,14 @@ def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[s
         views = Views.from_params(params.get("decision"))
         seen = ["the image"] + (["its mirror image"] if views.hflip else []) + (
             [f"copies moved by {views.shift} px left, right, up and down"] if views.shift else [])
-        decided = ("Grad-CAM explains its predicted class." if views.count == 1 else
-                   f"Grad-CAM explains the class of the highest mean probability over {views.count} views of each image "
-                   f"({', '.join(seen[:-1])} and {seen[-1]}), a label-free step of the pipeline.")
+        heat = _heatmap_attrs(params, root)
+        decided = "" if views.count == 1 else (
+            f" Its answer is the class of the highest mean probability over {views.count} views of each image "
+            f"({', '.join(seen[:-1])} and {seen[-1]})"
+            + (f": test accuracy {fmt_value(heat['decided_accuracy'])}." if "decided_accuracy" in heat else "."))
         out.append(f"Classifier: a torchvision ResNet-18 with a 5-class head trained from scratch for {train.get('epochs', '?')} "
-                   f"epochs; test accuracy {fmt_value(acc)} from a single view. {decided}")
+                   f"epochs; test accuracy {fmt_value(acc)} from a single view.{decided} Grad-CAM explains the "
+                   f"single view's predicted class.")
     sam = params.get("sam") or {}
     model = _read_optional(root / sam.get("model_dir", "data/sam_model") / "model.json")
     if model:
