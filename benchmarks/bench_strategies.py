@@ -30,9 +30,9 @@ import torch
 from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays
+from camprompt.decision import Views
 from camprompt.devices import resolve_device
 from camprompt.report.tables import robustness_markdown
-from camprompt.decision import Views
 from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
 

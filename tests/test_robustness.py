@@ -13,8 +13,8 @@ from PIL import Image
 
 import camprompt.data as data_mod
 from camprompt.data import SplitArrays, generate_dataset, load_split, write_split
-from camprompt.perturb import Perturbation, add_noise, jpeg_round_trip
 from camprompt.decision import Views, decide
+from camprompt.perturb import Perturbation, add_noise, jpeg_round_trip
 from camprompt.robustness import VariantSpec, evaluate_variant, ideal_points, make_variant, sam_ceiling
 from camprompt.shapes import ShapeRules, colour_contrast, compose_image, render_coverage, render_shape
 

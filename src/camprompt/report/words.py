@@ -47,7 +47,7 @@ def _heatmap_attrs(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """The heatmaps store's attrs (accuracies, views), or {} before the heatmaps stage has run."""
     try:
         return dict(open_arrays(root / (params.get("gradcam") or {}).get("out", "data/heatmaps.zarr")).attrs)
-    except (ArtifactError, FileNotFoundError, OSError):
+    except ArtifactError:  # open_arrays' only error: missing or unreadable
         return {}
 
 
