@@ -213,6 +213,37 @@ def test_sam_is_also_asked_at_the_heatmap_peaks() -> None:
     assert len(asked) == 1 and (5, 5) not in asked
 
 
+def test_sam_fit_reranks_the_best_candidates_by_sams_agreement() -> None:
+    """w_sam_fit: among the sam_fit_top best candidates, the one SAM itself cuts out from a point
+    inside it wins over a slightly better-scored one SAM disagrees with; candidates outside the top
+    are never asked about (one decoder call each) and cannot win."""
+    image, shape = _scene()
+    part = shape.copy()
+    part[: int(np.nonzero(shape)[0].mean())] = False  # the lower half of the shape
+    blob = np.zeros_like(shape)
+    blob[2:8, 2:12] = True
+    asked: list[bool] = []
+
+    class ShapeSam(FakeSam):  # answers every point with the whole shape
+        def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+            asked.append(multimask_output)
+            return shape[None], np.ones(1, np.float32), np.zeros((1, 256, 256), np.float32)
+
+    cands = [part, shape, blob]
+    evidence = {"drop": np.array([0.6, 0.4, 0.0]), "cleared": np.zeros(3), "keep": np.zeros(3)}
+    heat = np.zeros((H, W))
+
+    def choose(**knobs) -> np.ndarray:
+        cfg = SearchConfig(w_flatness=0, w_ring=0, w_heat=0, w_heat_near=0, **knobs)
+        return RegionSearch(cfg, None, ShapeSam())._choose(image, heat, cands, evidence).region
+
+    assert np.array_equal(choose(), part) and asked == []
+    assert np.array_equal(choose(w_sam_fit=0.5, sam_fit_top=2), shape)
+    assert asked == [False, False]  # single-mask answers, for the two best only
+    asked.clear()
+    assert np.array_equal(choose(w_sam_fit=0.5, sam_fit_top=1), part) and len(asked) == 1
+
+
 def test_configs_reject_typos_and_bad_values() -> None:
     with pytest.raises(ValueError, match=r"unknown placement knobs \['n_fgg'\]"):
         PlacementConfig.from_params({"n_fgg": 2})
@@ -224,6 +255,10 @@ def test_configs_reject_typos_and_bad_values() -> None:
         SearchConfig.from_params({"use_sam": False, "use_grow": False})
     with pytest.raises(ValueError, match="no SAM predictor"):
         RegionSearch(SearchConfig(use_sam=True), None, None)
+    with pytest.raises(ValueError, match="sam_fit_top >= 1"):
+        SearchConfig.from_params({"sam_fit_top": 0})
+    with pytest.raises(ValueError, match="w_sam_fit .* needs use_sam: true"):
+        SearchConfig.from_params({"w_sam_fit": 0.5, "use_sam": False})
     with pytest.raises(RuntimeError, match="needs the classifier"):
         RegionSearch(SearchConfig(use_sam=False), None).regions(_scene()[0][None], np.zeros((1, H, W)), [0])
 

@@ -16,7 +16,9 @@ pixels are the object*, with no ground truth, in three steps:
 2. **Verify** with the classifier (:class:`camprompt.judge.ClassifierJudge`): does the class
    collapse when the region is painted over, and is the region's silhouette alone a confident shape?
 3. **Choose** the candidate with the highest weighted sum of all the evidence
-   (:func:`score_candidates`; weights chosen on val).
+   (:func:`score_candidates`; weights chosen on val). Among the ``sam_fit_top`` best, SAM has a say
+   too: a whole object is what SAM itself cuts out from a point inside it, so the IoU of a candidate
+   with SAM's mask for its interior point (``sam_fit``) joins the sum.
 
 Placing points in the chosen region is :mod:`camprompt.placement`. The DVC pipeline runs this
 search once per search config (``regions@C``) and shares it between strategies.
@@ -72,6 +74,8 @@ class SearchConfig:
     w_heat_near: float = 0.5
     w_flatness: float = 1.0
     w_ring: float = 1.0
+    w_sam_fit: float = 0.0        # SAM's agreement (sam_fit), measured for the sam_fit_top best only
+    sam_fit_top: int = 3
     smooth: str = "none"          # colour evidence on: none (the image) | bilateral | auto (camprompt.denoise)
     smooth_threshold: float = 0.0  # auto: smooth images whose estimated noise sigma exceeds this
 
@@ -83,6 +87,10 @@ class SearchConfig:
             raise ValueError(f"need max_seeds >= 1, got {cfg.max_seeds}")
         if not (cfg.use_sam or cfg.use_grow):
             raise ValueError("at least one candidate source (use_sam, use_grow) must be enabled")
+        if cfg.sam_fit_top < 1:
+            raise ValueError(f"need sam_fit_top >= 1 (candidates checked against SAM), got {cfg.sam_fit_top}")
+        if cfg.w_sam_fit and not cfg.use_sam:
+            raise ValueError("w_sam_fit weighs SAM's agreement with each candidate, which needs use_sam: true")
         if cfg.smooth not in FILTER_MODES:
             raise ValueError(f"smooth must be one of {FILTER_MODES}, got {cfg.smooth!r}")
         return cfg
@@ -149,7 +157,7 @@ class RegionSearch:
                 cands = [self.candidates(img, h) for img, h in zip(images[start:stop], heats[start:stop])]
                 evidence = judge.evidence([(img, np.asarray(c).reshape(-1, *img.shape[:2]), int(t))
                                            for img, c, t in zip(images[start:stop], cands, targets[start:stop])])
-                choices.extend(self._choose(self._colour_view(img), h, c, ev)
+                choices.extend(self._choose(img, h, c, ev)
                                for img, h, c, ev in zip(images[start:stop], heats[start:stop], cands, evidence))
         finally:
             self._current = None
@@ -211,17 +219,22 @@ class RegionSearch:
                     regions.setdefault(np.packbits(region).tobytes(), region)
         return list(regions.values())
 
-    def _sam_proposals(self, image: np.ndarray, point: np.ndarray) -> np.ndarray:
-        """SAM's multimask proposals bool (3,H,W) for one foreground point (the image is set once)."""
+    def _sam_proposals(self, image: np.ndarray, point: np.ndarray, multimask: bool = True) -> np.ndarray:
+        """SAM's masks bool (3,H,W), or (1,H,W) single-mask, for one foreground point (the image is set once)."""
         key = image.tobytes()
         if key != self._current:
             self.predictor.set_image(image)
             self._current = key
         masks, _, _ = self.predictor.predict(
             point_coords=np.asarray(point, np.float32).reshape(1, 2), point_labels=np.ones(1, np.int64),
-            multimask_output=True,
+            multimask_output=multimask,
         )
         return np.asarray(masks, bool)
+
+    def _sam_fit(self, image: np.ndarray, mask: np.ndarray) -> float:
+        """IoU of ``mask`` with SAM's single-mask answer to a point at its deepest interior pixel."""
+        sam = self._sam_proposals(image, interior_points(mask, 1)[0], multimask=False)[0]
+        return float(np.logical_and(sam, mask).sum() / max(np.logical_or(sam, mask).sum(), 1))
 
     def _choose(self, image: np.ndarray, heat: np.ndarray, cands: list[np.ndarray],
                 evidence: Mapping[str, np.ndarray]) -> RegionChoice:
@@ -232,8 +245,16 @@ class RegionSearch:
             seed = heatmap_seeds(heat, 1, cfg.seed_distance, cfg.seed_sigma, 0.0)[0]
         if not cands:
             return RegionChoice(region=np.zeros(heat.shape, bool), seed=seed)
-        feats = [region_features(image, heat, m) for m in cands]
+        colours = self._colour_view(image)
+        feats = [region_features(colours, heat, m) for m in cands]
         for j, f in enumerate(feats):
             f.update({k: float(v[j]) for k, v in evidence.items()})
         scores = score_candidates(feats, cfg)
+        if cfg.w_sam_fit:
+            # Only the best few are worth a decoder call each; adding a non-negative term to them
+            # keeps the choice among them.
+            top = np.argsort(-scores, kind="stable")[: cfg.sam_fit_top]
+            for j in top:
+                feats[j]["sam_fit"] = self._sam_fit(image, cands[j])
+                scores[j] += cfg.w_sam_fit * feats[j]["sam_fit"]
         return RegionChoice(region=cands[int(np.argmax(scores))], seed=seed, scores=scores, features=feats)
