@@ -473,8 +473,9 @@ image centre and `GradCAMPeakPipeline` with the Grad-CAM maximum (two baselines)
 the assignment asks for find their points from the classifier's Grad-CAM and the image alone (no
 ground truth, no user), each with its own `__call__(images)`: `ForegroundPointsPipeline` places
 foreground points only, `ForegroundBackgroundPipeline` adds background points. The point search
-(propose candidate regions around the heatmap's peaks, verify them with the classifier, place points
-deep inside the winner) is the `prompts` module; its docstring explains each step.
+(propose candidate regions around the heatmap's peaks, verify them with the classifier, let SAM
+re-rank the best few, place points deep inside the winner) is the `search` and `placement` code below;
+their docstrings explain each step.
 """
 
 EVAL_MD = """

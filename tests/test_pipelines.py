@@ -257,6 +257,8 @@ def test_configs_reject_typos_and_bad_values() -> None:
         RegionSearch(SearchConfig(use_sam=True), None, None)
     with pytest.raises(ValueError, match="sam_fit_top >= 1"):
         SearchConfig.from_params({"sam_fit_top": 0})
+    with pytest.raises(ValueError, match="w_sam_fit >= 0"):
+        SearchConfig.from_params({"w_sam_fit": -0.5})
     with pytest.raises(ValueError, match="w_sam_fit .* needs use_sam: true"):
         SearchConfig.from_params({"w_sam_fit": 0.5, "use_sam": False})
     with pytest.raises(RuntimeError, match="needs the classifier"):

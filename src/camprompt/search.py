@@ -41,6 +41,7 @@ from camprompt.data import normalize
 from camprompt.denoise import FILTER_MODES, filtered
 from camprompt.saliency import grid_points, heatmap_seeds
 from camprompt.judge import ClassifierJudge
+from camprompt.metrics import iou
 from camprompt.placement import RegionChoice, interior_points
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class SearchConfig:
             raise ValueError("at least one candidate source (use_sam, use_grow) must be enabled")
         if cfg.sam_fit_top < 1:
             raise ValueError(f"need sam_fit_top >= 1 (candidates checked against SAM), got {cfg.sam_fit_top}")
+        if cfg.w_sam_fit < 0:
+            raise ValueError(f"need w_sam_fit >= 0 (SAM's agreement only ever adds evidence), got {cfg.w_sam_fit}")
         if cfg.w_sam_fit and not cfg.use_sam:
             raise ValueError("w_sam_fit weighs SAM's agreement with each candidate, which needs use_sam: true")
         if cfg.smooth not in FILTER_MODES:
@@ -233,8 +236,7 @@ class RegionSearch:
 
     def _sam_fit(self, image: np.ndarray, mask: np.ndarray) -> float:
         """IoU of ``mask`` with SAM's single-mask answer to a point at its deepest interior pixel."""
-        sam = self._sam_proposals(image, interior_points(mask, 1)[0], multimask=False)[0]
-        return float(np.logical_and(sam, mask).sum() / max(np.logical_or(sam, mask).sum(), 1))
+        return iou(self._sam_proposals(image, interior_points(mask, 1)[0], multimask=False)[0], mask)
 
     def _choose(self, image: np.ndarray, heat: np.ndarray, cands: list[np.ndarray],
                 evidence: Mapping[str, np.ndarray]) -> RegionChoice:
