@@ -51,14 +51,14 @@ BENCH = Path("data/bench")
 TERMS = CHEAP_TERMS + CLASSIFIER_TERMS + ("sam_fit",)
 
 
-def collect(params: dict, knobs: dict, name: str, offset: int, n: int, predictor: Any) -> list[dict[str, np.ndarray] | None]:
+def collect(params: dict, knobs: dict, name: str, offset: int, n: int, classifier: torch.nn.Module,
+            predictor: Any) -> list[dict[str, np.ndarray] | None]:
     """Every candidate's evidence on val[offset:offset+n] of variant ``name`` (None: no candidate)."""
     rob = params["robustness"]
     spec = VariantSpec.from_params("clean", {}) if name == "clean" else VariantSpec.from_params(name, rob["variants"][name])
     full, _ = make_variant(spec, data_root=params["data"]["root"], split=rob["split"], n=offset + n,
                            seed=int(params.get("seed", 0)), data_params=params["data"])
     images, gts = full.images[offset:], full.masks[offset:]
-    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
     cams = compute_split_heatmaps(classifier, normalize(images), params["gradcam"]["configs"])
     cfg = SearchConfig.from_params(knobs)
     search, judge = RegionSearch(cfg, classifier, predictor), ClassifierJudge(classifier, normalize)
@@ -119,10 +119,11 @@ def main(argv: list[str] | None = None) -> None:
         path = BENCH / f"candidates_{name}_{args.offset}_{args.n}.pkl"
         if not path.is_file():
             t0 = time.perf_counter()
-            if predictor is None:
+            if predictor is None:  # loaded once, and only when something is left to collect
+                classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
                 predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                                 Path(args.cache))
-            records = collect(params, knobs, name, args.offset, args.n, predictor)
+            records = collect(params, knobs, name, args.offset, args.n, classifier, predictor)
             predictor.save()
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(pickle.dumps(records))
