@@ -11,11 +11,15 @@ and mean IoU of the region each image would choose, beside the oracle (the best 
     python benchmarks/bench_scoring.py --variants clean,foreign,jpeg75_noise4 --offset 100 --n 100
     python benchmarks/bench_scoring.py --variants foreign,jpeg75_noise4 --offset 200 --n 150 \\
         --try w_sam_fit=0.5 --try w_sam_fit=1.0 --try w_sam_fit=0.5,sam_fit_top=0
+    python benchmarks/bench_scoring.py --variants jpeg75_noise4 --try w_solidity=1 --try w_solidity=1,w_rarity=1
 
 Weights start from params ``searches.<--search>``; each ``--try`` overrides some (comma list of
-``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate). Collections are cached in
-``data/bench/candidates_<variant>_<offset>_<n>.pkl`` (SAM embeddings in ``--cache``, as
-bench_strategies.py). Use val slices after the DAG's first ``robustness.n`` images.
+``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate; ``w_solidity``, ``w_rarity``
+weigh evidence the search does not compute yet, see ``EXTRA_TERMS``). Collections are cached in
+``data/bench/candidates_<variant>_<offset>_<n>[_<checkpoint stem>].pkl``, with each candidate's mask
+(packed bits) so that new evidence can be tried without collecting again (SAM embeddings in
+``--cache``, as bench_strategies.py). ``--checkpoint`` collects with another classifier (e.g. one
+trained by bench_recipe.py). Use val slices after the DAG's first ``robustness.n`` images.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from bench_strategies import DiskCachedPredictor
+from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from camprompt.artifacts import load_params
 from camprompt.classifier import load_classifier
-from camprompt.colour import region_features
+from camprompt.colour import colour_distance, median_colour, region_features
 from camprompt.conventions import DEFAULT_CAM, point_pixels
 from camprompt.data import normalize
 from camprompt.denoise import filtered
@@ -51,14 +57,49 @@ BENCH = Path("data/bench")
 TERMS = CHEAP_TERMS + CLASSIFIER_TERMS + ("sam_fit",)
 
 
-def collect(params: dict, knobs: dict, name: str, offset: int, n: int, classifier: torch.nn.Module,
-            predictor: Any) -> list[dict[str, np.ndarray] | None]:
-    """Every candidate's evidence on val[offset:offset+n] of variant ``name`` (None: no candidate)."""
+def _solidity(image: np.ndarray, mask: np.ndarray) -> float:
+    """Area over the area of its convex hull (the five shapes: ~0.6 for a star, ~1 for the rest)."""
+    ys, xs = np.nonzero(mask)
+    hull = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32)), 1)
+    return float(mask.sum() / max(int(hull.sum()), 1))
+
+
+def _rarity(image: np.ndarray, mask: np.ndarray) -> float:
+    """1 - (pixels away from the region within 30 of its median colour) / its area, floored at 0."""
+    dist = colour_distance(image, median_colour(image, mask))
+    away = ~ndi.binary_dilation(mask, iterations=2)
+    return 1.0 - min(1.0, float((dist[away] <= 30.0).sum()) / float(mask.sum()))
+
+
+# Evidence the search does not compute, tried offline from the stored masks (``--try w_solidity=1``).
+EXTRA_TERMS = {"solidity": _solidity, "rarity": _rarity}
+
+
+def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndarray, terms: set[str]) -> None:
+    """Compute the EXTRA_TERMS named in ``terms`` for every candidate, from its stored mask."""
+    for rec, image in zip(records, images):
+        if rec is None or terms <= rec.keys():
+            continue
+        if "masks" not in rec:
+            raise SystemExit("this collection predates stored masks; delete its .pkl and collect again")
+        masks = np.unpackbits(rec["masks"], axis=-1)[..., : image.shape[1]].astype(bool)
+        rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in terms})
+
+
+def variant_slice(params: dict, name: str, offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images and masks of val[offset:offset+n] of variant ``name`` (``clean``: the split itself)."""
     rob = params["robustness"]
     spec = VariantSpec.from_params("clean", {}) if name == "clean" else VariantSpec.from_params(name, rob["variants"][name])
     full, _ = make_variant(spec, data_root=params["data"]["root"], split=rob["split"], n=offset + n,
                            seed=int(params.get("seed", 0)), data_params=params["data"])
-    images, gts = full.images[offset:], full.masks[offset:]
+    return full.images[offset:], full.masks[offset:]
+
+
+def collect(params: dict, knobs: dict, name: str, offset: int, n: int, classifier: torch.nn.Module,
+            predictor: Any) -> list[dict[str, np.ndarray] | None]:
+    """Every candidate's evidence on val[offset:offset+n] of variant ``name`` (None: no candidate)."""
+    images, gts = variant_slice(params, name, offset, n)
     cams = compute_split_heatmaps(classifier, normalize(images), params["gradcam"]["configs"])
     cfg = SearchConfig.from_params(knobs)
     search, judge = RegionSearch(cfg, classifier, predictor), ClassifierJudge(classifier, normalize)
@@ -81,13 +122,14 @@ def collect(params: dict, knobs: dict, name: str, offset: int, n: int, classifie
             for p, m in zip(points, cands)])
         rows, cols, _ = point_pixels(points, gt.shape)
         rec["gt_iou"], rec["hit"] = np.array([iou(m, gt) for m in cands]), gt[rows, cols]
+        rec["masks"] = np.packbits(cands, axis=-1)  # for evidence not collected yet (unpack to the image width)
         out.append(rec)
     return out
 
 
 def choose(rec: dict[str, np.ndarray], weights: dict[str, float], top: int) -> int:
     """The candidate the search picks: weighted evidence, ``sam_fit`` added for the ``top`` best (0 = all)."""
-    base = sum(weights[t] * rec[t] for t in TERMS if t != "sam_fit")
+    base = sum((w * rec[t] for t, w in weights.items() if t != "sam_fit" and w), np.zeros(len(rec["hit"])))
     order = np.argsort(-base, kind="stable")[: top or len(base)]
     return int(order[np.argmax(base[order] + weights["sam_fit"] * rec["sam_fit"][order])])
 
@@ -108,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--search", default="default")
     ap.add_argument("--try", dest="tries", action="append", default=[], help="knob=value[,knob=value] (repeatable)")
     ap.add_argument("--cache", default=str(BENCH / "sam_embeddings.npz"))
+    ap.add_argument("--checkpoint", default=None, help="classifier for Grad-CAM and the probes (default: params train.checkpoint)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     params = load_params()
@@ -116,11 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     predictor = None
     data = {}
     for name in args.variants.split(","):
-        path = BENCH / f"candidates_{name}_{args.offset}_{args.n}.pkl"
+        tag = "" if args.checkpoint is None else f"_{Path(args.checkpoint).stem}"
+        path = BENCH / f"candidates_{name}_{args.offset}_{args.n}{tag}.pkl"
         if not path.is_file():
             t0 = time.perf_counter()
             if predictor is None:  # loaded once, and only when something is left to collect
-                classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+                classifier = load_classifier(args.checkpoint or params["train"]["checkpoint"], resolve_device(params.get("device")))
                 predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                                 Path(args.cache))
             records = collect(params, knobs, name, args.offset, args.n, classifier, predictor)
@@ -138,11 +182,15 @@ def main(argv: list[str] | None = None) -> None:
             key, value = item.split("=")
             if key == "sam_fit_top":
                 top = int(value)
-            elif key.startswith("w_") and key[2:] in TERMS:
+            elif key.startswith("w_") and key[2:] in (*TERMS, *EXTRA_TERMS):
                 weights[key[2:]] = float(value)
             else:
-                raise SystemExit(f"--try {item!r}: expected sam_fit_top or w_<{'|'.join(TERMS)}>")
+                raise SystemExit(f"--try {item!r}: expected sam_fit_top or w_<{'|'.join((*TERMS, *EXTRA_TERMS))}>")
         rows.append((spec, weights, top))
+    extra = {t for _, weights, _ in rows[1:] for t in EXTRA_TERMS if weights.get(t)}
+    for name, records in data.items():
+        if extra:
+            add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")
     for label, weights, top in rows:
         cells = []
