@@ -22,12 +22,26 @@ import torch
 
 from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.classifier import TrainConfig, build_classifier, evaluate, load_classifier, save_classifier, train_classifier
-from camprompt.data import generate_dataset, load_split
+from camprompt.data import SplitArrays, generate_dataset, load_split
 from camprompt.decision import Views, decide
 from camprompt.devices import resolve_device
 from camprompt.robustness import VariantSpec, make_variant
 
 BENCH = Path("data/bench")
+
+
+def variant_names(params: dict) -> list[str]:
+    """``clean`` (the split itself) and every robustness variant of params, in order."""
+    return ["clean", *params["robustness"]["variants"]]
+
+
+def val_variant(params: dict, name: str, n: int) -> SplitArrays:
+    """The first ``n`` images of the robustness split as variant ``name`` (``clean``: unchanged)."""
+    rob = params["robustness"]
+    spec = VariantSpec.from_params(name, {} if name == "clean" else rob["variants"][name])
+    arrays, _ = make_variant(spec, data_root=params["data"]["root"], split=rob["split"], n=n,
+                             seed=int(params.get("seed", 0)), data_params=params["data"])
+    return arrays
 
 
 def _train(params: dict, name: str) -> torch.nn.Module:
@@ -61,14 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = load_classifier(args.checkpoint) if args.checkpoint else _train(params, args.name)
     model = model.cpu().eval()
-    rob, seed = params["robustness"], int(params.get("seed", 0))
-    specs = {"clean": {}, **rob["variants"]}
     views = Views.from_params(params.get("decision"))
     scores = {}
     t0 = time.perf_counter()
-    for variant, spec in specs.items():
-        arrays, _ = make_variant(VariantSpec.from_params(variant, spec), data_root=params["data"]["root"],
-                                 split=rob["split"], n=args.n, seed=seed, data_params=params["data"])
+    for variant in variant_names(params):
+        arrays = val_variant(params, variant, args.n)
         result = evaluate(model, arrays)
         decided, _ = decide(model, arrays.images, views)
         scores[variant] = {"accuracy": result["accuracy"], "per_class_accuracy": result["per_class_accuracy"],

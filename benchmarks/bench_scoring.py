@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from bench_recipe import val_variant
 from bench_strategies import DiskCachedPredictor
 from scipy import ndimage as ndi
 from tqdm import tqdm
@@ -49,7 +50,6 @@ from camprompt.gradcam import compute_split_heatmaps
 from camprompt.judge import ClassifierJudge
 from camprompt.metrics import iou
 from camprompt.placement import interior_points
-from camprompt.robustness import VariantSpec, make_variant
 from camprompt.sam import load_predictor
 from camprompt.search import CHEAP_TERMS, CLASSIFIER_TERMS, RegionSearch, SearchConfig
 
@@ -89,10 +89,7 @@ def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndar
 
 def variant_slice(params: dict, name: str, offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Images and masks of val[offset:offset+n] of variant ``name`` (``clean``: the split itself)."""
-    rob = params["robustness"]
-    spec = VariantSpec.from_params("clean", {}) if name == "clean" else VariantSpec.from_params(name, rob["variants"][name])
-    full, _ = make_variant(spec, data_root=params["data"]["root"], split=rob["split"], n=offset + n,
-                           seed=int(params.get("seed", 0)), data_params=params["data"])
+    full = val_variant(params, name, offset + n)
     return full.images[offset:], full.masks[offset:]
 
 
@@ -188,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"--try {item!r}: expected sam_fit_top or w_<{'|'.join((*TERMS, *EXTRA_TERMS))}>")
         rows.append((spec, weights, top))
     extra = {t for _, weights, _ in rows[1:] for t in EXTRA_TERMS if weights.get(t)}
-    for name, records in data.items():
-        if extra:
+    if extra:
+        for name, records in data.items():
             add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")
     for label, weights, top in rows:

@@ -23,11 +23,11 @@ import time
 import cv2
 import numpy as np
 import torch
+from bench_recipe import val_variant, variant_names
 
 from camprompt.artifacts import load_params
 from camprompt.classifier import load_classifier, predict_logits
 from camprompt.decision import Views, _shifted
-from camprompt.robustness import VariantSpec, make_variant
 
 
 def _zoom(images: np.ndarray, scale: float) -> np.ndarray:
@@ -59,6 +59,11 @@ EXTRA = {
 }
 
 
+def _probabilities(model: torch.nn.Module, views: list[np.ndarray]) -> list[np.ndarray]:
+    """Softmax class probabilities (N,K) of each batch of views."""
+    return [predict_logits(model, np.ascontiguousarray(v), 256).softmax(1).numpy() for v in views]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=None, help="classifier to score (default: params train.checkpoint)")
@@ -68,23 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     model = load_classifier(args.checkpoint or params["train"]["checkpoint"]).cpu().eval()
     base = Views.from_params(params.get("decision"))
-    rob, t0 = params["robustness"], time.perf_counter()
+    t0 = time.perf_counter()
     rows: dict[str, list[float]] = {}
-    for variant, spec in {"clean": {}, **rob["variants"]}.items():
-        arrays, _ = make_variant(VariantSpec.from_params(variant, spec), data_root=params["data"]["root"],
-                                 split=rob["split"], n=args.n, seed=int(params.get("seed", 0)), data_params=params["data"])
-
-        def probs(views: list[np.ndarray]) -> list[np.ndarray]:
-            return [predict_logits(model, np.ascontiguousarray(v), 256).softmax(1).numpy() for v in views]
-
-        single = probs(base.of(arrays.images))
+    names = variant_names(params)
+    for variant in names:
+        arrays = val_variant(params, variant, args.n)
+        single = _probabilities(model, base.of(arrays.images))
         sets = {"single view": single[:1], f"decision ({base.count} views)": single}
         for name, fns in EXTRA.items():
-            sets[f"decision + {name}"] = single + probs([fn(arrays.images) for fn in fns])
+            sets[f"decision + {name}"] = single + _probabilities(model, [fn(arrays.images) for fn in fns])
         for name, ps in sets.items():
             rows.setdefault(name, []).append(float(((sum(ps) / len(ps)).argmax(1) == arrays.labels).mean()))
         print(f"{variant} scored", file=sys.stderr, flush=True)
-    names = ["clean", *rob["variants"]]
     print(f"| views | {' | '.join(names)} |\n|---|{'---|' * len(names)}")
     for name, accs in rows.items():
         print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
