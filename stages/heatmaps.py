@@ -1,7 +1,7 @@
 """DVC stage `heatmaps`: CAM heatmaps of the trained classifier for the evaluated split.
 
-Reads params `gradcam` (out, figure, batch_size, configs), `decision`, `eval` (split, limit) and
-`device`; writes `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
+Reads params `gradcam` (out, figure, batch_size, configs), `decision`, `eval` (split, limit),
+`data.height`/`data.width` (the classifier's input size, `camprompt.input_size`) and `device`; writes `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
 The explained class is always the predicted one (`pred`), never the label. Every configuration
 shares each batch's single forward/backward, so `pred`/`logits` come from that same pass. `decided`
 holds the classifier's answer: its decision over the views of params `decision` (`camprompt.decision`).
@@ -20,6 +20,7 @@ from camprompt.data import CLASSES, load_split, normalize
 from camprompt.decision import Views, decide
 from camprompt.devices import resolve_device
 from camprompt.gradcam import compute_split_heatmaps
+from camprompt.input_size import fit_input_size, trained_size
 from camprompt.saliency import argmax_hit_rate, plot_heatmaps
 
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -54,7 +55,8 @@ def main() -> None:
     configs = _configs(gradcam)
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     views = Views.from_params(params.get("decision"))
-    model = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    model = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
+                        trained_size(params["data"]))
     result = compute_split_heatmaps(
         model, normalize(split.images), configs, batch_size=int(gradcam.get("batch_size", 64))
     )

@@ -1,7 +1,7 @@
 """DVC stage `regions@C`: the object region of every evaluated image for search config C.
 
 Usage: ``python stages/regions.py C``. Reads params `searches.C` (cam + search knobs), `eval`,
-`data.root`, `gradcam.out`, `train.checkpoint`, `device` and `sam` (predictor + cached embeddings,
+`data.root`, `data.height`/`data.width` (the classifier's input size), `gradcam.out`, `train.checkpoint`, `device` and `sam` (predictor + cached embeddings,
 for SAM proposals). Writes `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing
 plausible was found), seeds float32 (N,2) (the heatmap's strongest point, the fallback foreground
 point), attrs names/search/params/cam. This is the expensive half of the point search (classifier
@@ -17,6 +17,7 @@ from camprompt.classifier import load_classifier
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.data import load_split
 from camprompt.devices import resolve_device
+from camprompt.input_size import fit_input_size, trained_size
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import load_attached_predictor, load_heatmap, region_store, run_stage
 
@@ -32,7 +33,8 @@ def main(search: str) -> None:
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     heat, preds = load_heatmap(params, cam, split.names)
-    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
+                             trained_size(params["data"]))
     predictor = load_attached_predictor(params, split.images) if config.use_sam else None
     choices = RegionSearch(config, classifier, predictor, progress=True).regions(split.images, heat, preds)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)

@@ -1,7 +1,8 @@
 """DVC stage `robust@V`: the classifier, every strategy and SAM's ideal-point ceiling on variant V.
 
 Usage: ``python stages/robust.py V``. Reads params `robustness` (split, strategies), `strategies`,
-`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`; reads `data/variants/V`, its
+`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`, `data.height`/`data.width` (the
+classifier's input size: variants of another size are resized to it, `camprompt.input_size`); reads `data/variants/V`, its
 embeddings, the classifier and the SAM model. Writes `data/robustness/V/`: `summary.json` (see
 `camprompt.robustness.evaluate_variant`) and `results.zarr` (per strategy: coords, labels, masks and
 IoU of every image, for the report's worst cases).
@@ -16,6 +17,7 @@ from camprompt.classifier import load_classifier
 from camprompt.data import load_split
 from camprompt.decision import Views
 from camprompt.devices import resolve_device
+from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import evaluate_variant
 from camprompt.stage_io import (
     ROBUSTNESS_ROOT,
@@ -36,7 +38,8 @@ def main(name: str) -> None:
     strategies = {k: params["strategies"][k] for k in wanted}
     predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
                                         stage=f"variant_embeddings@{name}")
-    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
+                             trained_size(params["data"]))
     summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
                                      views=Views.from_params(params.get("decision")),
                                      cam_configs=params["gradcam"]["configs"], searches=params["searches"],

@@ -1,0 +1,69 @@
+"""The classifier's working size: inputs of any other resolution are resized to it inside the model.
+
+Why: the classifier is a CNN trained on images of one size (params ``data.height`` x ``data.width``,
+48x64), so its filters know 10-20 pixel shapes at that scale. Another generator's split at 32x32
+or 128x96 shows the same shapes at another scale, and the network's answers there are close to
+chance. Resizing every input to the trained size first, as an ImageNet model's ``Resize``
+transform does, keeps the network in its domain.
+
+A forward pre-hook does it inside the model, so everything that calls the classifier sees one
+resized input: its answer, the decision views, the region search's probes, and Grad-CAM. Grad-CAM
+scales its maps to the size of the input it was given, so the heatmaps stay in the caller's pixels.
+Inputs already at the trained size pass through untouched, so results at that size do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["fit_input_size", "trained_size"]
+
+_HOOK = "_camprompt_input_size_hook"
+
+
+def trained_size(data_params: Mapping[str, Any]) -> tuple[int, int]:
+    """(H, W) the train stage trains on: params ``data.height`` x ``data.width``."""
+    try:
+        size = (int(data_params["height"]), int(data_params["width"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"params data.height and data.width must be whole numbers of pixels ({exc!r}); "
+                         "they are the size the classifier is trained on") from None
+    return _check_size(size)
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+        raise ValueError(f"the classifier's input size must be two positive whole numbers (H, W), got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
+def fit_input_size(model: nn.Module, size: Sequence[int]) -> nn.Module:
+    """Resize every input (B,C,H,W) of another (H, W) to ``size`` before ``model`` runs; return ``model``.
+
+    Bilinear with antialiasing, so downscaled inputs do not alias. The hook is registered on
+    ``model`` itself (layer names, and so Grad-CAM's target layers, are unchanged); calling this
+    again replaces the previous size. ``model.camprompt_input_size`` records it.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    height, width = _check_size(tuple(size))
+    old = getattr(model, _HOOK, None)
+    if old is not None:
+        old.remove()
+
+    def resize(_: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        images: Tensor = args[0]
+        if images.shape[-2:] == (height, width):
+            return None
+        if images.ndim != 4:
+            raise ValueError(f"the classifier takes images (B,C,H,W), got shape {tuple(images.shape)}")
+        resized = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        return (resized, *args[1:])
+
+    setattr(model, _HOOK, model.register_forward_pre_hook(resize))
+    model.camprompt_input_size = (height, width)  # type: ignore[assignment]
+    return model
