@@ -15,6 +15,7 @@ Inputs already at the trained size pass through untouched, so results at that si
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import torch.nn.functional as F
@@ -28,15 +29,15 @@ _HOOK = "_camprompt_input_size_hook"
 def trained_size(data_params: Mapping[str, Any]) -> tuple[int, int]:
     """(H, W) the train stage trains on: params ``data.height`` x ``data.width``."""
     try:
-        size = (int(data_params["height"]), int(data_params["width"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"params data.height and data.width must be whole numbers of pixels ({exc!r}); "
-                         "they are the size the classifier is trained on") from None
+        size = (data_params["height"], data_params["width"])
+    except (KeyError, TypeError):
+        raise ValueError("params data.height and data.width must both be set: they are the size the classifier "
+                         "is trained on") from None
     return _check_size(size)
 
 
-def _check_size(size: Sequence[int]) -> tuple[int, int]:
-    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+def _check_size(size: Sequence[Any]) -> tuple[int, int]:
+    if len(size) != 2 or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in size):
         raise ValueError(f"the classifier's input size must be two positive whole numbers (H, W), got {tuple(size)}")
     return int(size[0]), int(size[1])
 

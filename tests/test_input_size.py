@@ -1,0 +1,100 @@
+"""The classifier's working size: other resolutions resized inside the model, the trained size untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camprompt.classifier import build_classifier
+from camprompt.decision import Views, decide
+from camprompt.gradcam import GradCAM
+from camprompt.input_size import fit_input_size, trained_size
+
+
+class _Spy(nn.Module):
+    """Records each input it is given and scores two classes by the mean of the left and right halves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
+        w = x.shape[-1]
+        return torch.stack([x[..., : w // 2].mean((1, 2, 3)), x[..., w // 2 :].mean((1, 2, 3))], 1)
+
+
+def test_inputs_at_the_trained_size_pass_untouched() -> None:
+    spy = fit_input_size(_Spy(), (6, 8))
+    x = torch.randn(2, 3, 6, 8)
+    spy(x)
+    assert spy.seen[-1] is x
+    net = build_classifier(seed=0).eval()
+    images = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        before = net(images)
+        assert torch.equal(fit_input_size(net, (48, 64))(images), before)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (96, 128), (20, 90)])
+def test_other_sizes_are_resized_to_the_trained_size(shape: tuple[int, int]) -> None:
+    spy = fit_input_size(_Spy(), (6, 8))
+    x = torch.rand(2, 3, *shape)
+    spy(x)
+    seen = spy.seen[-1]
+    assert seen.shape == (2, 3, 6, 8)
+    assert torch.allclose(seen, F.interpolate(x, size=(6, 8), mode="bilinear", align_corners=False, antialias=True))
+    flat = torch.full((1, 3, *shape), 0.25)
+    spy(flat)
+    assert torch.allclose(spy.seen[-1], torch.full((1, 3, 6, 8), 0.25))  # no new values, no aliasing of a flat image
+
+
+def test_fitting_again_replaces_the_size() -> None:
+    spy = fit_input_size(fit_input_size(_Spy(), (6, 8)), (4, 4))
+    spy(torch.rand(1, 3, 6, 8))
+    assert spy.seen[-1].shape[-2:] == (4, 4)
+    assert len(spy._forward_pre_hooks) == 1 and spy.camprompt_input_size == (4, 4)
+
+
+def test_gradcam_of_a_fitted_net_is_in_the_callers_pixels() -> None:
+    net = fit_input_size(build_classifier(seed=0).eval(), (48, 64))
+    maps = GradCAM(net, [net.layer2])(torch.randn(2, 3, 32, 32))
+    assert maps.shape == (2, 32, 32) and maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+def test_the_decision_of_a_fitted_model_sees_the_trained_size() -> None:
+    images = np.zeros((2, 12, 16, 3), np.uint8)
+    images[0, :, :5] = 255  # bright on the left: class 0
+    images[1, :, 11:] = 255  # bright on the right: class 1
+    spy = fit_input_size(_Spy(), (6, 8))
+    decided, _ = decide(spy, images, Views(hflip=False, shift=1))
+    assert decided.tolist() == [0, 1]
+    assert {tuple(x.shape[-2:]) for x in spy.seen} == {(6, 8)}
+
+
+def test_trained_size_is_params_data_height_by_width() -> None:
+    assert trained_size({"height": 48, "width": 64, "root": "x"}) == (48, 64)
+
+
+@pytest.mark.parametrize("data", [{}, {"height": 48}, {"height": "tall", "width": 64}, {"height": 0, "width": 64},
+                                  {"height": 48, "width": 6.5}])
+def test_bad_trained_size_is_an_error_naming_the_params(data: dict) -> None:
+    with pytest.raises(ValueError, match="data.height|input size"):
+        trained_size(data)
+
+
+@pytest.mark.parametrize("size", [(0, 8), (6, -1), (6.5, 8), (6, 8, 3), (6,)])
+def test_bad_sizes_are_refused(size: tuple) -> None:
+    with pytest.raises(ValueError, match="input size must be two positive whole numbers"):
+        fit_input_size(_Spy(), size)
+
+
+def test_non_modules_and_non_image_inputs_are_refused() -> None:
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        fit_input_size(lambda x: x, (6, 8))  # type: ignore[arg-type]
+    spy = fit_input_size(_Spy(), (6, 8))
+    with pytest.raises(ValueError, match=r"images \(B,C,H,W\)"):
+        spy(torch.rand(3, 5, 7))
