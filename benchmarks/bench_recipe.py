@@ -9,6 +9,7 @@ params' ``decision`` views (:mod:`camprompt.decision`). ``--checkpoint`` scores 
 
     python benchmarks/bench_recipe.py --checkpoint data/classifier.pt
     python benchmarks/bench_recipe.py --name variety50 --set data.train_variety=0.5
+    python benchmarks/bench_recipe.py --name ft --init data/classifier.pt --set train.epochs=5 --set train.lr=0.0003
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from camprompt.classifier import TrainConfig, build_classifier, evaluate, load_c
 from camprompt.data import SplitArrays, generate_dataset, load_split
 from camprompt.decision import Views, decide
 from camprompt.devices import resolve_device
+from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import VariantSpec, make_variant
 
 BENCH = Path("data/bench")
@@ -44,7 +46,7 @@ def val_variant(params: dict, name: str, n: int) -> SplitArrays:
     return arrays
 
 
-def _train(params: dict, name: str) -> torch.nn.Module:
+def _train(params: dict, name: str, init: str | None = None) -> torch.nn.Module:
     data, seed = params["data"], int(params.get("seed", 0))
     root = BENCH / f"recipe_{name}"
     generate_dataset(root, seed=seed, sizes={"train": int(data["sizes"]["train"])}, backgrounds=data.get("backgrounds", "auto"),
@@ -53,11 +55,11 @@ def _train(params: dict, name: str) -> torch.nn.Module:
                      max_shape_size=float(data["max_shape_size"]), min_inside=float(data["min_inside"]),
                      min_contrast=float(data["min_contrast"]), train_variety=float(data["train_variety"]))
     config = TrainConfig.from_params(params["train"])
-    model = build_classifier(**config.arch, seed=seed)
+    model = load_classifier(init).train() if init else build_classifier(**config.arch, seed=seed)
     history = train_classifier(model, load_split(root, "train"), load_split(data["root"], "val"), config, seed=seed,
                                device=resolve_device(params.get("device")))
     save_classifier(BENCH / f"clf_{name}.pt", model, {"recipe": params["train"], "data": data})
-    print(f"{name}: trained {config.epochs} epochs in {history['seconds']:.0f} s", flush=True)
+    print(f"{name}: trained {config.epochs} epochs{f' from {init}' if init else ''} in {history['seconds']:.0f} s", flush=True)
     return model
 
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", default="candidate", help="names data/bench/clf_NAME.pt and the json")
     ap.add_argument("--checkpoint", default=None, help="score this model instead of training one")
+    ap.add_argument("--init", default=None, help="fine-tune this checkpoint instead of training from scratch")
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE params override (repeatable)")
     ap.add_argument("--n", type=int, default=1000, help="val images per variant")
     args = ap.parse_args(argv)
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"--set {exc}") from None
     torch.manual_seed(0)
-    model = load_classifier(args.checkpoint) if args.checkpoint else _train(params, args.name)
+    model = load_classifier(args.checkpoint) if args.checkpoint else _train(params, args.name, args.init)
+    model = fit_input_size(model, trained_size(params["data"]))  # as the stages use it, for variants of another size
     model = model.cpu().eval()
     views = Views.from_params(params.get("decision"))
     scores = {}

@@ -47,6 +47,7 @@ from camprompt.data import normalize
 from camprompt.denoise import filtered
 from camprompt.devices import resolve_device
 from camprompt.gradcam import compute_split_heatmaps
+from camprompt.input_size import fit_input_size, trained_size
 from camprompt.judge import ClassifierJudge
 from camprompt.metrics import iou
 from camprompt.placement import interior_points
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             t0 = time.perf_counter()
             if predictor is None:  # loaded once, and only when something is left to collect
-                classifier = load_classifier(args.checkpoint or params["train"]["checkpoint"], resolve_device(params.get("device")))
+                classifier = fit_input_size(load_classifier(args.checkpoint or params["train"]["checkpoint"],
+                                                            resolve_device(params.get("device"))), trained_size(params["data"]))
                 predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                                 Path(args.cache))
             records = collect(params, knobs, name, args.offset, args.n, classifier, predictor)

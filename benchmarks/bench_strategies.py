@@ -32,6 +32,7 @@ from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays
 from camprompt.decision import Views
 from camprompt.devices import resolve_device
+from camprompt.input_size import fit_input_size, trained_size
 from camprompt.report.tables import robustness_markdown
 from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     names = args.variants.split(",") if args.variants else list(specs)
     wanted = args.strategies.split(",") if args.strategies else (rob.get("strategies") or list(params["strategies"]))
     strategies = {k: params["strategies"][k] for k in wanted}
-    classifier = load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device")))
+    classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
+                                trained_size(params["data"]))
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                     Path(args.cache))
     summaries: dict[str, Any] = {}

@@ -28,6 +28,7 @@ from bench_recipe import val_variant, variant_names
 from camprompt.artifacts import load_params
 from camprompt.classifier import load_classifier, predict_logits
 from camprompt.decision import Views, _shifted
+from camprompt.input_size import fit_input_size, trained_size
 
 
 def _zoom(images: np.ndarray, scale: float) -> np.ndarray:
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     params = load_params()
-    model = load_classifier(args.checkpoint or params["train"]["checkpoint"]).cpu().eval()
+    model = fit_input_size(load_classifier(args.checkpoint or params["train"]["checkpoint"]).cpu().eval(),
+                           trained_size(params["data"]))
     base = Views.from_params(params.get("decision"))
     t0 = time.perf_counter()
     rows: dict[str, list[float]] = {}

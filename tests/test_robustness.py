@@ -127,6 +127,11 @@ def test_variant_specs_refuse_bad_params() -> None:
         VariantSpec.from_params("x", {"generator": {"rasteriser": "pixel-art"}})
     with pytest.raises(ValueError, match="robustness.variants.x: .*1..95"):
         VariantSpec.from_params("x", {"jpeg": 100})
+    with pytest.raises(ValueError, match="width and height apply to a variant drawn by a generator"):
+        VariantSpec.from_params("x", {"jpeg": 90, "width": 32, "height": 32})
+    for frame in ({"width": 32}, {"width": 32, "height": 0}, {"width": 32.5, "height": 32}, {"width": True, "height": 32}):
+        with pytest.raises(ValueError, match="robustness.variants.x: width and height must both be whole numbers"):
+            VariantSpec.from_params("x", {"generator": {}, **frame})
 
 
 def test_a_degraded_variant_is_the_split_degraded(dataset: Path) -> None:
@@ -149,6 +154,20 @@ def test_a_generator_variant_draws_new_shapes(dataset: Path) -> None:
     assert len(arrays) == 4 and arrays.images.shape == (4, 48, 64, 3)
     assert meta["generator"]["rasteriser"] == "antialias" and meta["generator"]["contrast"] == "mean"
     assert not np.array_equal(arrays.masks, load_split(dataset, "val", 4).masks)
+
+
+def test_a_generator_variant_draws_in_its_own_frame(dataset: Path) -> None:
+    spec = VariantSpec.from_params("s", {"generator": {"min_shape_size": 5.0, "max_shape_size": 10.0}, "seed": 3,
+                                         "width": 32, "height": 24})
+    assert spec.frame == (32, 24)
+    arrays, meta = make_variant(spec, data_root=dataset, split="val", n=4, seed=0, data_params=DATA)
+    assert arrays.images.shape == (4, 24, 32, 3) and arrays.masks.shape == (4, 24, 32)
+    assert (meta["generator"]["width"], meta["generator"]["height"]) == (32, 24)
+    extents = [max(np.ptp(np.nonzero(m)[0]), np.ptp(np.nonzero(m)[1])) + 1 for m in arrays.masks]
+    assert all(2 <= e <= 11 for e in extents), extents  # shapes of the asked size (5-10 px), in the new frame
+    again, _ = make_variant(spec, data_root=dataset, split="val", n=4, seed=0, data_params=DATA)
+    np.testing.assert_array_equal(again.images, arrays.images)
+    assert VariantSpec.from_params("f", {"generator": FOREIGN}).frame is None
 
 
 def test_write_split_is_atomic(dataset: Path, tmp_path: Path, crash_on_call: Callable[..., dict[str, int]]) -> None:

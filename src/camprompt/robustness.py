@@ -40,29 +40,46 @@ SUMMARY_KEYS = ("fg_hit_rate", "bg_outside_rate", "iou_mean", "iou_median", "n_f
 @dataclass(frozen=True)
 class VariantSpec:
     """One variant of params ``robustness.variants``: ``jpeg``/``noise`` degrade the images;
-    ``generator`` (ShapeRules knobs) draws a new split with its own ``seed`` instead of copying val."""
+    ``generator`` (ShapeRules knobs) draws a new split with its own ``seed`` instead of copying val,
+    in the data params' frame or in ``width`` x ``height`` pixels (another author's image size)."""
 
     name: str
     perturbation: Perturbation
     generator: ShapeRules | None = None
     seed: int = 1
+    frame: tuple[int, int] | None = None  # (width, height) of a generator variant; None: the data params'
 
     @classmethod
     def from_params(cls, name: str, params: Mapping[str, Any] | None) -> VariantSpec:
         params = dict(params or {})
-        unknown = set(params) - {"jpeg", "noise", "generator", "seed"}
+        unknown = set(params) - {"jpeg", "noise", "generator", "seed", "width", "height"}
         if unknown:
             raise ValueError(f"robustness.variants.{name}: unknown keys {sorted(unknown)}; "
-                             "known: jpeg, noise, generator, seed")
+                             "known: jpeg, noise, generator, seed, width, height")
         generator = params.get("generator")
         if generator is not None and not isinstance(generator, Mapping):
             raise ValueError(f"robustness.variants.{name}.generator must map ShapeRules knobs to values, got {generator!r}")
+        frame = _frame(name, params, generator is not None)
         try:
             rules = ShapeRules(**generator) if generator is not None else None
             perturbation = Perturbation.from_params({k: params[k] for k in ("jpeg", "noise") if k in params})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"robustness.variants.{name}: {exc}") from exc
-        return cls(name, perturbation, rules, int(params.get("seed", 1)))
+        return cls(name, perturbation, rules, int(params.get("seed", 1)), frame)
+
+
+def _frame(name: str, params: Mapping[str, Any], drawn: bool) -> tuple[int, int] | None:
+    """A variant's (width, height): both or neither, whole numbers >= 8, for drawn variants only."""
+    given = [params.get(k) for k in ("width", "height")]
+    if given == [None, None]:
+        return None
+    if not drawn:
+        raise ValueError(f"robustness.variants.{name}: width and height apply to a variant drawn by a generator; "
+                         "a copy of val keeps val's size")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in given):
+        raise ValueError(f"robustness.variants.{name}: width and height must both be whole numbers of pixels >= 8, "
+                         f"got {given[0]!r} x {given[1]!r}")
+    return int(given[0]), int(given[1])
 
 
 def make_variant(spec: VariantSpec, *, data_root: str | Path, split: str, n: int, seed: int,
@@ -70,7 +87,8 @@ def make_variant(spec: VariantSpec, *, data_root: str | Path, split: str, n: int
     """The variant's images, masks and labels (n of them) and its description for ``dataset.json``.
 
     A copy takes the first ``n`` images of ``split``; a generator variant draws ``n`` new ones with
-    the data params' backgrounds and frame. The degradation's noise is seeded by ``[seed, spec.seed]``.
+    the data params' backgrounds, in the spec's frame or else the data params'. The degradation's
+    noise is seeded by ``[seed, spec.seed]``.
     """
     if n < 1:
         raise ValueError(f"robustness.n must be >= 1, got {n}")
@@ -82,11 +100,12 @@ def make_variant(spec: VariantSpec, *, data_root: str | Path, split: str, n: int
             raise ValueError(f"split {split!r} of {data_root} has {len(arrays)} images, fewer than robustness.n = {n}")
         meta["source"] = f"the first {n} images of {split}"
     else:
+        width, height = spec.frame or (int(data_params["width"]), int(data_params["height"]))
         with tempfile.TemporaryDirectory(prefix="camprompt-variant-") as tmp:
             generated = generate_dataset(
                 Path(tmp) / "split", seed=spec.seed, sizes={split: n}, backgrounds=data_params.get("backgrounds", "auto"),
-                npz=data_params.get("npz"), cifar_root=data_params.get("cifar_root"), width=int(data_params["width"]),
-                height=int(data_params["height"]), progress=False, **spec.generator.as_dict())
+                npz=data_params.get("npz"), cifar_root=data_params.get("cifar_root"), width=width, height=height,
+                progress=False, **spec.generator.as_dict())
             arrays = load_split(Path(tmp) / "split", split)
         meta.update(source=f"{n} images drawn by another generator's rules", generator=generated)
     images = spec.perturbation.apply(arrays.images, seed=int(seed) * 1000 + spec.seed)

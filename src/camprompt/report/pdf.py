@@ -145,7 +145,8 @@ def _page_two(pdf: Any, results: Sequence[StrategyResult], ev: EvalSet | None, r
     if robust:
         n = sorted({v.get("n_images") for v in robustness.variants.values()}, key=str)
         robust_text = (f"The same classifier and strategies on {'/'.join(map(str, n))} degraded or foreign val images per "
-                       "variant (JPEG round trips, Gaussian noise, both, and shapes drawn by another generator's rules), "
+                       "variant (JPEG round trips, Gaussian noise, both, and shapes drawn by another generator's rules or "
+                       "image size), "
                        "beside SAM prompted with the ideal point: the ground-truth pixel farthest from the edge, a "
                        "measurement and never a prompt.")
         robust_rows = robustness_rows(robustness.variants)

@@ -1,0 +1,103 @@
+"""Other image sizes on VAL: the pipelines on splits drawn at another resolution, with and without
+resizing the classifier's input to its trained size (:mod:`camprompt.input_size`).
+
+Another author's generator need not draw 64x48 images. For each ``--sizes`` entry WxH this draws
+``--n`` images at that size with our generator, the shapes scaled with the frame (10-20 px at
+64x48 become 5-10 px at 32x32; ``--drawn`` off: the first val images resized instead), and runs what
+the ``robust@V`` stage runs (:func:`camprompt.robustness.evaluate_variant`) twice: with the
+classifier as loaded, and fitted to its trained size. SAM's embeddings are cached on disk.
+
+    python benchmarks/bench_sizes.py --n 50 --sizes 32x32,128x96,96x96
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench_strategies import DiskCachedPredictor
+from camprompt.artifacts import load_params, write_json
+from camprompt.classifier import load_classifier
+from camprompt.data import SplitArrays, generate_dataset, load_split
+from camprompt.decision import Views
+from camprompt.input_size import fit_input_size, trained_size
+from camprompt.robustness import evaluate_variant
+from camprompt.sam import load_predictor
+
+STRATEGIES = ("foreground", "fg_bg")
+
+
+def drawn_split(params: dict, width: int, height: int, n: int, seed: int) -> SplitArrays:
+    """``n`` images drawn by our generator at width x height, the shape sizes scaled with the frame."""
+    data = params["data"]
+    scale = min(width / int(data["width"]), height / int(data["height"]))
+    with tempfile.TemporaryDirectory(prefix="camprompt-sizes-") as tmp:
+        generate_dataset(Path(tmp), seed=seed, sizes={"val": n}, backgrounds=data.get("backgrounds", "auto"),
+                         npz=data.get("npz"), cifar_root=data.get("cifar_root"), width=width, height=height,
+                         min_shape_size=float(data["min_shape_size"]) * scale,
+                         max_shape_size=float(data["max_shape_size"]) * scale, min_inside=float(data["min_inside"]),
+                         min_contrast=float(data["min_contrast"]), progress=False)
+        return load_split(Path(tmp), "val")
+
+
+def resized_split(params: dict, width: int, height: int, n: int, offset: int) -> SplitArrays:
+    """The val images ``offset..offset+n`` resized to width x height (area when shrinking, bilinear when growing)."""
+    val = load_split(params["data"]["root"], "val", offset + n)
+    shrink = width * height < val.images.shape[1] * val.images.shape[2]
+    images = np.stack([cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                       for im in val.images[offset:]])
+    masks = np.stack([cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+                      for m in val.masks[offset:]])
+    return SplitArrays(images, masks, val.labels[offset:], list(val.names[offset:]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="32x32,128x96,96x96", help="comma-separated WxH")
+    ap.add_argument("--n", type=int, default=50, help="images per size")
+    ap.add_argument("--seed", type=int, default=7, help="the drawn splits' generator seed")
+    ap.add_argument("--resized", action="store_true", help="resize val[offset:offset+n] instead of drawing")
+    ap.add_argument("--offset", type=int, default=100, help="first val image with --resized")
+    ap.add_argument("--cache", default="data/bench/sam_sizes.npz", help="SAM embeddings cache")
+    args = ap.parse_args(argv)
+    params = load_params()
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
+    predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, "cpu"), Path(args.cache))
+    strategies = {k: params["strategies"][k] for k in STRATEGIES}
+    rows, results = [], {}
+    for width, height in sizes:
+        split = (resized_split(params, width, height, args.n, args.offset) if args.resized
+                 else drawn_split(params, width, height, args.n, args.seed))
+        for fitted in (False, True):
+            classifier = load_classifier(params["train"]["checkpoint"])
+            if fitted:
+                classifier = fit_input_size(classifier, trained_size(params["data"]))
+            t0 = time.perf_counter()
+            summary, _ = evaluate_variant(split, classifier=classifier, predictor=predictor,
+                                          views=Views.from_params(params.get("decision")),
+                                          cam_configs=params["gradcam"]["configs"], searches=params["searches"],
+                                          strategies=strategies)
+            predictor.save()
+            key = f"{width}x{height}{' fitted' if fitted else ''}"
+            results[key] = summary
+            s = summary["strategies"]
+            rows.append(f"| {width}x{height} | {'yes' if fitted else 'no'} | {summary['classifier_accuracy']:.3f} | "
+                        f"{summary['sam_ceiling']['single']:.3f} / {summary['sam_ceiling']['best_of_3']:.3f} | "
+                        + " | ".join(f"{s[k]['fg_hit_rate']:.3f} / {s[k]['iou_mean']:.3f}" for k in STRATEGIES) + " |")
+            print(rows[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    source = f"val[{args.offset}:{args.offset + args.n}] resized" if args.resized else f"{args.n} drawn, seed {args.seed}"
+    print(f"\n{source}\n| size | input fitted | classifier (decided) | SAM ideal single / best of 3 | "
+          + " | ".join(f"{k} FG hit / IoU" for k in STRATEGIES) + f" |\n|---|---|---|---|{'---|' * len(STRATEGIES)}")
+    print("\n".join(rows))
+    write_json(Path("data/bench") / f"sizes_{'resized' if args.resized else 'drawn'}_{args.n}.json",
+               {"args": vars(args), "results": results})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
