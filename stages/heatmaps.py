@@ -1,7 +1,8 @@
 """DVC stage `heatmaps`: CAM heatmaps of the trained classifier for the evaluated split.
 
 Reads params `gradcam` (out, figure, batch_size, configs), `decision`, `eval` (split, limit),
-`data.height`/`data.width` (the classifier's input size, `camprompt.input_size`) and `device`; writes `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
+`data.height`/`data.width` (the classifier's input size, `camprompt.input_size`) and `device`;
+writes `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
 The explained class is always the predicted one (`pred`), never the label. Every configuration
 shares each batch's single forward/backward, so `pred`/`logits` come from that same pass. `decided`
 holds the classifier's answer: its decision over the views of params `decision` (`camprompt.decision`).

@@ -1,10 +1,11 @@
 """DVC stage `regions@C`: the object region of every evaluated image for search config C.
 
 Usage: ``python stages/regions.py C``. Reads params `searches.C` (cam + search knobs), `eval`,
-`data.root`, `data.height`/`data.width` (the classifier's input size), `gradcam.out`, `train.checkpoint`, `device` and `sam` (predictor + cached embeddings,
-for SAM proposals). Writes `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing
-plausible was found), seeds float32 (N,2) (the heatmap's strongest point, the fallback foreground
-point), attrs names/search/params/cam. This is the expensive half of the point search (classifier
+`data.root`, `data.height`/`data.width` (the classifier's input size), `gradcam.out`,
+`train.checkpoint`, `device` and `sam` (predictor + cached embeddings, for SAM proposals). Writes
+`data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing plausible was found), seeds
+float32 (N,2) (the heatmap's strongest point, the fallback foreground point), attrs
+names/search/params/cam. This is the expensive half of the point search (classifier
 probes, SAM decoder calls); every strategy with `search: C` places its points from it in `points@S`.
 """
 

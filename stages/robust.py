@@ -1,11 +1,12 @@
 """DVC stage `robust@V`: the classifier, every strategy and SAM's ideal-point ceiling on variant V.
 
 Usage: ``python stages/robust.py V``. Reads params `robustness` (split, strategies), `strategies`,
-`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`, `data.height`/`data.width` (the
-classifier's input size: variants of another size are resized to it, `camprompt.input_size`); reads `data/variants/V`, its
-embeddings, the classifier and the SAM model. Writes `data/robustness/V/`: `summary.json` (see
-`camprompt.robustness.evaluate_variant`) and `results.zarr` (per strategy: coords, labels, masks and
-IoU of every image, for the report's worst cases).
+`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`, `data.height`/`data.width`
+(the classifier's input size: variants of another size are resized to it, `camprompt.input_size`);
+reads `data/variants/V`, its embeddings, the classifier and the SAM model. Writes
+`data/robustness/V/`: `summary.json` (see `camprompt.robustness.evaluate_variant`) and
+`results.zarr` (per strategy: coords, labels, masks and IoU of every image, for the report's worst
+cases).
 """
 
 from __future__ import annotations

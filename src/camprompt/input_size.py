@@ -2,9 +2,9 @@
 
 Why: the classifier is a CNN trained on images of one size (params ``data.height`` x ``data.width``,
 48x64), so its filters know 10-20 pixel shapes at that scale. Another generator's split at 32x32
-or 128x96 shows the same shapes at another scale, and the network's answers there are close to
-chance. Resizing every input to the trained size first, as an ImageNet model's ``Resize``
-transform does, keeps the network in its domain.
+or 128x96 shows the same shapes at another scale, where the network has never learned them and
+its answers fall far below those at its own size. Resizing every input to the trained size first,
+as an ImageNet model's ``Resize`` transform does, keeps the network in its domain.
 
 A forward pre-hook does it inside the model, so everything that calls the classifier sees one
 resized input: its answer, the decision views, the region search's probes, and Grad-CAM. Grad-CAM
