@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,26 +23,25 @@ import numpy as np
 from bench_strategies import DiskCachedPredictor
 from camprompt.artifacts import load_params, write_json
 from camprompt.classifier import load_classifier
-from camprompt.data import SplitArrays, generate_dataset, load_split
+from camprompt.data import SplitArrays, load_split
 from camprompt.decision import Views
 from camprompt.input_size import fit_input_size, trained_size
-from camprompt.robustness import evaluate_variant
+from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
 
 STRATEGIES = ("foreground", "fg_bg")
 
 
 def drawn_split(params: dict, width: int, height: int, n: int, seed: int) -> SplitArrays:
-    """``n`` images drawn by our generator at width x height, the shape sizes scaled with the frame."""
+    """``n`` images drawn by our generator at width x height, the shape sizes scaled with the frame:
+    a robustness variant (:func:`camprompt.robustness.make_variant`) in its own frame."""
     data = params["data"]
     scale = min(width / int(data["width"]), height / int(data["height"]))
-    with tempfile.TemporaryDirectory(prefix="camprompt-sizes-") as tmp:
-        generate_dataset(Path(tmp), seed=seed, sizes={"val": n}, backgrounds=data.get("backgrounds", "auto"),
-                         npz=data.get("npz"), cifar_root=data.get("cifar_root"), width=width, height=height,
-                         min_shape_size=float(data["min_shape_size"]) * scale,
-                         max_shape_size=float(data["max_shape_size"]) * scale, min_inside=float(data["min_inside"]),
-                         min_contrast=float(data["min_contrast"]), progress=False)
-        return load_split(Path(tmp), "val")
+    rules = {"min_shape_size": float(data["min_shape_size"]) * scale, "max_shape_size": float(data["max_shape_size"]) * scale,
+             "min_inside": float(data["min_inside"]), "min_contrast": float(data["min_contrast"])}
+    spec = VariantSpec.from_params(f"{width}x{height}", {"generator": rules, "seed": seed, "width": width, "height": height})
+    arrays, _ = make_variant(spec, data_root=data["root"], split="val", n=n, seed=int(params.get("seed", 0)), data_params=data)
+    return arrays
 
 
 def resized_split(params: dict, width: int, height: int, n: int, offset: int) -> SplitArrays:
@@ -70,14 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, "cpu"), Path(args.cache))
     strategies = {k: params["strategies"][k] for k in STRATEGIES}
+    as_loaded = load_classifier(params["train"]["checkpoint"])
+    fitted_model = fit_input_size(load_classifier(params["train"]["checkpoint"]), trained_size(params["data"]))
     rows, results = [], {}
     for width, height in sizes:
         split = (resized_split(params, width, height, args.n, args.offset) if args.resized
                  else drawn_split(params, width, height, args.n, args.seed))
-        for fitted in (False, True):
-            classifier = load_classifier(params["train"]["checkpoint"])
-            if fitted:
-                classifier = fit_input_size(classifier, trained_size(params["data"]))
+        for fitted, classifier in ((False, as_loaded), (True, fitted_model)):
             t0 = time.perf_counter()
             summary, _ = evaluate_variant(split, classifier=classifier, predictor=predictor,
                                           views=Views.from_params(params.get("decision")),
