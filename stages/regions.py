@@ -1,7 +1,8 @@
 """DVC stage `regions@C`: the object region of every evaluated image for search config C.
 
 Usage: ``python stages/regions.py C``. Reads params `searches.C` (cam + search knobs), `eval`,
-`data.root`, `data.height`/`data.width` (the classifier's input size), `gradcam.out`,
+`data.root`, `data.height`/`data.width` (the classifier's input size, and the size the search's pixel
+knobs are set for: `camprompt.input_size.scale_search`), `gradcam.out`,
 `train.checkpoint`, `device` and `sam` (predictor + cached embeddings, for SAM proposals). Writes
 `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing plausible was found), seeds
 float32 (N,2) (the heatmap's strongest point, the fallback foreground point), attrs
@@ -18,7 +19,7 @@ from camprompt.classifier import load_classifier
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.data import load_split
 from camprompt.devices import resolve_device
-from camprompt.input_size import fit_input_size, trained_size
+from camprompt.input_size import fit_input_size, scale_search, trained_size
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import load_attached_predictor, load_heatmap, region_store, run_stage
 
@@ -30,9 +31,10 @@ def main(search: str) -> None:
         raise ArtifactError(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
     knobs = dict(searches[search] or {})
     cam = knobs.pop("cam", DEFAULT_CAM)
-    config = SearchConfig.from_params(knobs)
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
+    # Knobs in pixels are set for the trained size; a split of another size gets them scaled.
+    config = scale_search(SearchConfig.from_params(knobs), split.images.shape[1:3], trained_size(params["data"]))
     heat, preds = load_heatmap(params, cam, split.names)
     classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
                              trained_size(params["data"]))

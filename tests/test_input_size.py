@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,13 @@ from torch import nn
 from camprompt.classifier import build_classifier
 from camprompt.decision import Views, decide
 from camprompt.gradcam import GradCAM
-from camprompt.input_size import fit_input_size, trained_size
+from camprompt.input_size import (
+    fit_input_size,
+    scale_search,
+    trained_size,
+    working_size,
+)
+from camprompt.search import RegionSearch, SearchConfig
 
 
 class _Spy(nn.Module):
@@ -98,3 +106,46 @@ def test_non_modules_and_non_image_inputs_are_refused() -> None:
     spy = fit_input_size(_Spy(), (6, 8))
     with pytest.raises(ValueError, match=r"images \(B,C,H,W\)"):
         spy(torch.rand(3, 5, 7))
+
+
+def test_working_size_is_what_fit_input_size_gave() -> None:
+    assert working_size(_Spy()) is None
+    assert working_size(fit_input_size(_Spy(), (6, 8))) == (6, 8)
+
+
+def test_search_knobs_are_unchanged_at_the_trained_size_or_without_one() -> None:
+    config = SearchConfig()
+    assert scale_search(config, (48, 64), (48, 64)) is config
+    assert scale_search(config, (32, 32), None) is config
+
+
+@pytest.mark.parametrize(("image", "step", "area"), [((32, 32), 2, 4), ((96, 128), 8, 48), ((96, 96), 7, 36), ((8, 8), 1, 1)])
+def test_search_pixel_knobs_scale_with_the_image(image: tuple[int, int], step: int, area: int) -> None:
+    config = SearchConfig(grid_step=4, min_area=12)
+    scaled = scale_search(config, image, (48, 64))
+    assert (scaled.grid_step, scaled.min_area) == (step, area)
+    assert dataclasses.replace(scaled, grid_step=4, min_area=12) == config  # nothing else moves
+    assert scale_search(SearchConfig(grid_step=0), image, (48, 64)).grid_step == 0  # the grid stays off
+
+
+def test_a_small_shape_of_a_small_image_is_only_proposed_with_scaled_knobs() -> None:
+    """A 3x3 square between the 4-px grid's seeds, under the 12-px minimum area: the trained size's knobs
+    miss it in a 32x32 image; scaled to 32x32 (grid 2 px, minimum area 4) they propose it."""
+    image = np.full((32, 32, 3), 200, np.uint8)
+    image[12:15, 12:15] = (30, 60, 200)
+    heat = np.zeros((32, 32))
+    heat[28, 28] = 1.0  # the heatmap looks elsewhere: only the grid can find the square
+    square = np.all(image == (30, 60, 200), axis=-1)
+    config = SearchConfig(use_sam=False, max_seeds=1)
+
+    def proposed(cfg: SearchConfig) -> bool:
+        return any(np.array_equal(m, square) for m in RegionSearch(cfg, None).candidates(image, heat))
+
+    assert not proposed(config)
+    assert proposed(scale_search(config, image.shape[:2], (48, 64)))
+
+
+@pytest.mark.parametrize("size", [(0, 32), (32,), (3.5, 32)])
+def test_bad_image_sizes_for_the_search_are_refused(size: tuple) -> None:
+    with pytest.raises(ValueError, match="the image size must be two positive whole numbers"):
+        scale_search(SearchConfig(), size, (48, 64))

@@ -10,18 +10,28 @@ A forward pre-hook does it inside the model, so everything that calls the classi
 resized input: its answer, the decision views, the region search's probes, and Grad-CAM. Grad-CAM
 scales its maps to the size of the input it was given, so the heatmaps stay in the caller's pixels.
 Inputs already at the trained size pass through untouched, so results at that size do not change.
+
+The region search has the same blind spot in its own pixels: its proposal knobs (the seed grid's
+spacing, the smallest candidate area) were chosen on images at the trained size, so a 32x32 image's
+5-10 pixel shapes can fall between the grid's seeds and below the smallest area.
+:func:`scale_search` scales those knobs with the image, as the hook scales the classifier's input.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from numbers import Integral
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["fit_input_size", "trained_size"]
+if TYPE_CHECKING:
+    from camprompt.search import SearchConfig
+
+__all__ = ["fit_input_size", "scale_search", "trained_size", "working_size"]
 
 _HOOK = "_camprompt_input_size_hook"
 
@@ -36,9 +46,9 @@ def trained_size(data_params: Mapping[str, Any]) -> tuple[int, int]:
     return _check_size(size)
 
 
-def _check_size(size: Sequence[Any]) -> tuple[int, int]:
+def _check_size(size: Sequence[Any], what: str = "the classifier's input size") -> tuple[int, int]:
     if len(size) != 2 or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in size):
-        raise ValueError(f"the classifier's input size must be two positive whole numbers (H, W), got {tuple(size)}")
+        raise ValueError(f"{what} must be two positive whole numbers (H, W), got {tuple(size)}")
     return int(size[0]), int(size[1])
 
 
@@ -68,3 +78,27 @@ def fit_input_size(model: nn.Module, size: Sequence[int]) -> nn.Module:
     setattr(model, _HOOK, model.register_forward_pre_hook(resize))
     model.camprompt_input_size = (height, width)  # type: ignore[assignment]
     return model
+
+
+def working_size(model: nn.Module) -> tuple[int, int] | None:
+    """(H, W) that :func:`fit_input_size` gave ``model``, or None when it was never fitted."""
+    size = getattr(model, "camprompt_input_size", None)
+    return None if size is None else _check_size(tuple(size))
+
+
+def scale_search(config: SearchConfig, image_size: Sequence[int], trained: Sequence[int] | None) -> SearchConfig:
+    """``config`` with its pixel knobs scaled from the ``trained`` (H, W) to images of ``image_size``.
+
+    The knobs are set for images at the classifier's trained size, where they were chosen; at
+    another size the shapes scale with the frame, so ``grid_step`` (a length) scales with
+    s = sqrt(image area / trained area) and ``min_area`` with s squared, rounded, at least 1 (a
+    ``grid_step`` of 0, the grid switched off, stays 0). At the trained size, or with
+    ``trained`` None (a classifier that was never fitted), ``config`` comes back unchanged.
+    """
+    height, width = _check_size(tuple(image_size), "the image size")
+    if trained is None or (height, width) == _check_size(tuple(trained)):
+        return config
+    th, tw = _check_size(tuple(trained))
+    scale = math.sqrt(height * width / (th * tw))
+    step = max(1, round(config.grid_step * scale)) if config.grid_step > 0 else 0
+    return dataclasses.replace(config, grid_step=step, min_area=max(1, round(config.min_area * scale * scale)))

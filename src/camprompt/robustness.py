@@ -147,8 +147,9 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
                      progress: bool = False) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
     """Every strategy, the classifier and SAM's ceiling on one variant -> (summary, each strategy's outputs).
 
-    As in the DVC pipeline: one Grad-CAM pass, the region search once per search config and shared
-    by the strategies that name it, then each strategy's placement and masks; ``predictor`` should
+    As in the DVC pipeline: one Grad-CAM pass, the region search once per search config (its pixel
+    knobs scaled to the images' size when ``classifier`` was fitted to another, see
+    :func:`camprompt.input_size.scale_search`) and shared by the strategies that name it, then each strategy's placement and masks; ``predictor`` should
     hold every image's embedding already (an attached store), or its encoder runs here. Grad-CAM
     explains the single view's predicted class, as on the test split. The summary holds the accuracy
     of the classifier's answer, its decision over ``views`` (:mod:`camprompt.decision`; None = the
@@ -158,6 +159,7 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     from camprompt.conventions import DEFAULT_CAM
     from camprompt.decision import Views, decide
     from camprompt.gradcam import compute_split_heatmaps
+    from camprompt.input_size import scale_search, working_size
     from camprompt.saliency import argmax_hit_rate
     from camprompt.search import RegionSearch, SearchConfig
     from camprompt.strategies import build_pipeline
@@ -168,7 +170,7 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
         knobs = dict(searches[search])
-        config = SearchConfig.from_params(knobs)
+        config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
         choices = RegionSearch(config, classifier, predictor if config.use_sam else None, progress=progress).regions(
             images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
         found[search] = (np.stack([c.region for c in choices]), np.stack([c.seed for c in choices]))
