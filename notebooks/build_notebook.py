@@ -37,7 +37,7 @@ _BANNER = re.compile(r"^# -{20,}\n# [^\n]+\n# -{20,}\n", re.M)
 #: The package modules pasted into the notebook, in the order their names are needed.
 MODULES = {
     "preliminaries": ("artifacts", "devices", "conventions"),
-    "dataset": ("shapes", "data"),
+    "dataset": ("shapes", "files", "data"),
     "classifier": ("perturb", "augment", "classifier"),
     "gradcam": ("cam_capture", "gradcam", "saliency"),
     "sam": ("denoise",),

@@ -335,7 +335,7 @@ def test_corrupt_png(dataset: Path, tmp_path: Path) -> None:
     root = _copy(dataset, tmp_path)
     path = root / "images/val/00004.png"
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(DatasetError, match="not a readable PNG"):
+    with pytest.raises(DatasetError, match="not a readable image"):
         load_split(root, "val")
     assert issubclass(DatasetError, ArtifactError)
 

@@ -12,6 +12,9 @@ On-disk layout (``root`` = ``data/synthetic_shapes`` by default)::
     labels/{split}/NAME.txt   the class name, one line
     dataset.json              seed, background source, sizes, class counts, rules, generator version
 
+The readers also take other generators' encodings of the same layout (JPEG images, 0/1 or
+anti-aliased grey masks, class names in another case): :mod:`camprompt.files`.
+
 The shapes and the rules that paint them (contrast, placement, colour) are :mod:`camprompt.shapes`.
 Splits never share a background image: one seeded permutation of the source is cut into disjoint
 consecutive ranges, one per split. Everything is derived from
@@ -30,10 +33,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
-from camprompt.artifacts import ArtifactError, atomic_path, read_json, write_json
+from camprompt.artifacts import atomic_path, read_json, write_json
+from camprompt.files import (
+    LABEL_SUFFIX,
+    MASK_SUFFIX,
+    DatasetError,
+    image_files,
+    read_image,
+    read_label,
+    read_mask,
+    stems,
+)
 from camprompt.shapes import CLASSES, ShapeRules, compose_image, varied_rules
 
 if TYPE_CHECKING:  # torch is imported by the functions that make tensors: reading the data needs none
@@ -44,10 +57,6 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 GENERATOR_VERSION = 1
 BACKGROUND_SOURCES = ("auto", "npz", "cifar10", "procedural")
-
-
-class DatasetError(ArtifactError):
-    """The dataset on disk is missing, inconsistent or corrupt; the message says what to do."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -315,19 +324,6 @@ def _rules_for(split: str, index: int, rules: ShapeRules, variety: float, seed: 
 # ------------------------------------------------------------------------------------------------
 
 
-def _read_image(path: Path, mode: str) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode) if img.mode != mode else img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path} is not a readable PNG ({exc}); regenerate the dataset (dvc repro data)") from exc
-
-
-def _stems(folder: Path, suffix: str) -> set[str]:
-    return {p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith(".")}
-
-
 class SyntheticShapes:
     """One split of the dataset: items are ``(transform(PIL image) or PIL image, label, mask)``.
 
@@ -352,9 +348,10 @@ class SyntheticShapes:
                 f"split {split!r} is missing from {self.root} (no {', '.join(missing)}); generate it with "
                 "`dvc repro data` or camprompt.data.generate_dataset"
             )
-        images = _stems(folders["images"], ".png")
-        masks = _stems(folders["masks"], ".png")
-        labels = _stems(folders["labels"], ".txt")
+        self._images = image_files(folders["images"])
+        images = set(self._images)
+        masks = stems(folders["masks"], MASK_SUFFIX)
+        labels = stems(folders["labels"], LABEL_SUFFIX)
         if not images == masks == labels:
             odd = sorted((images ^ masks) | (images ^ labels) | (masks ^ labels))
             raise DatasetError(
@@ -362,13 +359,8 @@ class SyntheticShapes:
                 f"({len(odd)} unmatched, e.g. {odd[:5]}); regenerate the dataset"
             )
         self.names: list[str] = sorted(images)
-        self.labels = np.array([self._read_label(folders["labels"] / f"{n}.txt") for n in self.names], dtype=np.int64)
-
-    def _read_label(self, path: Path) -> int:
-        name = path.read_text().strip()
-        if name not in CLASSES:
-            raise DatasetError(f"{path}: unknown class name {name!r}; expected one of {CLASSES}")
-        return CLASSES.index(name)
+        self.labels = np.array([read_label(folders["labels"] / f"{n}{LABEL_SUFFIX}", CLASSES) for n in self.names],
+                               dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -376,9 +368,9 @@ class SyntheticShapes:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw arrays of one sample: image uint8 (H,W,3) and mask bool (H,W), sizes checked."""
         name = self.names[index]
-        image = np.asarray(_read_image(self.root / "images" / self.split / f"{name}.png", "RGB"))
-        mask_path = self.root / "masks" / self.split / f"{name}.png"
-        mask = np.array(_read_image(mask_path, "1"), dtype=bool)
+        image = read_image(self._images[name])
+        mask_path = self.root / "masks" / self.split / f"{name}{MASK_SUFFIX}"
+        mask = read_mask(mask_path)
         if mask.shape != image.shape[:2]:
             raise DatasetError(f"{mask_path}: mask is {mask.shape[::-1]} (WxH) but its image is {image.shape[1::-1]}")
         return image, mask
