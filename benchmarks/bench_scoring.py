@@ -15,7 +15,8 @@ and mean IoU of the region each image would choose, beside the oracle (the best 
 
 Weights start from params ``searches.<--search>``; each ``--try`` overrides some (comma list of
 ``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate; ``w_solidity``, ``w_rarity``
-weigh evidence the search does not compute yet, see ``EXTRA_TERMS``). Collections are cached in
+and the classifier probes ``w_agree``, ``w_keep_stretched``, ``w_agree_stretched`` weigh evidence
+the search does not compute yet, see ``EXTRA_TERMS`` and ``PROBE_TERMS``). Collections are cached in
 ``data/bench/candidates_<variant>_<offset>_<n>[_<checkpoint stem>].pkl``, with each candidate's mask
 (packed bits) so that new evidence can be tried without collecting again (SAM embeddings in
 ``--cache``, as bench_strategies.py). ``--checkpoint`` collects with another classifier (e.g. one
@@ -48,7 +49,7 @@ from camprompt.denoise import filtered
 from camprompt.devices import resolve_device
 from camprompt.gradcam import compute_split_heatmaps
 from camprompt.input_size import fit_input_size, trained_size
-from camprompt.judge import ClassifierJudge
+from camprompt.judge import ClassifierJudge, isolate_region
 from camprompt.metrics import iou
 from camprompt.placement import interior_points
 from camprompt.sam import load_predictor
@@ -73,19 +74,51 @@ def _rarity(image: np.ndarray, mask: np.ndarray) -> float:
     return 1.0 - min(1.0, float((dist[away] <= 30.0).sum()) / float(mask.sum()))
 
 
+def _stretched_silhouette(image: np.ndarray, mask: np.ndarray, distance: float = 100.0) -> np.ndarray:
+    """isolate_region's two-colour silhouette, its two colours pushed at least ``distance`` apart in RGB
+    (along their difference, kept within 0..255): a faint shape's outline shown at full contrast."""
+    inside, outside = median_colour(image, mask), median_colour(image, ~mask)
+    gap = float(np.linalg.norm(inside - outside))
+    if gap < distance:
+        unit = (inside - outside) / gap if gap > 1e-6 else np.full(3, 3 ** -0.5)
+        mid = (inside + outside) / 2
+        inside, outside = mid + unit * distance / 2, mid - unit * distance / 2
+        low, high = min(inside.min(), outside.min()), max(inside.max(), outside.max())
+        shift = max(0.0, -low) - max(0.0, high - 255.0)
+        inside, outside = inside + shift, outside + shift
+    out = np.empty_like(image)
+    out[...] = np.clip(np.round(outside), 0, 255).astype(np.uint8)
+    out[mask] = np.clip(np.round(inside), 0, 255).astype(np.uint8)
+    return out
+
+
 # Evidence the search does not compute, tried offline from the stored masks (``--try w_solidity=1``).
 EXTRA_TERMS = {"solidity": _solidity, "rarity": _rarity}
+# ... and classifier probes of them: p(the explained class | silhouette) (``agree``), and ``keep`` /
+# ``agree`` of the silhouette at full contrast (``keep_stretched``, ``agree_stretched``).
+PROBE_TERMS = ("agree", "keep_stretched", "agree_stretched")
 
 
-def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndarray, terms: set[str]) -> None:
-    """Compute the EXTRA_TERMS named in ``terms`` for every candidate, from its stored mask."""
-    for rec, image in zip(records, images):
+def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndarray, terms: set[str],
+                    classifier: torch.nn.Module | None = None) -> None:
+    """Compute the EXTRA_TERMS and PROBE_TERMS named in ``terms`` for every candidate, from its stored mask
+    (the probes with ``classifier``, for the class its single view predicts, as the search explains)."""
+    probes = terms & set(PROBE_TERMS)
+    if probes and classifier is None:
+        raise ValueError(f"{sorted(probes)} need the classifier")
+    judge = ClassifierJudge(classifier, normalize) if probes else None
+    targets = judge.probabilities(images).argmax(1) if judge is not None else np.zeros(len(images), int)
+    for rec, image, target in zip(records, images, targets):
         if rec is None or terms <= rec.keys():
             continue
         if "masks" not in rec:
             raise SystemExit("this collection predates stored masks; delete its .pkl and collect again")
         masks = np.unpackbits(rec["masks"], axis=-1)[..., : image.shape[1]].astype(bool)
-        rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in terms})
+        rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in terms & EXTRA_TERMS.keys()})
+        if judge is not None:
+            plain = judge.probabilities(np.stack([isolate_region(image, m) for m in masks]))
+            full = judge.probabilities(np.stack([_stretched_silhouette(image, m) for m in masks]))
+            rec.update(agree=plain[:, target], keep_stretched=full.max(1), agree_stretched=full[:, target])
 
 
 def variant_slice(params: dict, name: str, offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +173,12 @@ def score(records: list[dict[str, np.ndarray] | None], weights: dict[str, float]
     return float(np.mean(hit)), float(np.mean(ious))
 
 
+def _classifier(params: dict, checkpoint: str | None) -> torch.nn.Module:
+    """The classifier as the stages use it (params ``device``, fitted to the trained size)."""
+    model = load_classifier(checkpoint or params["train"]["checkpoint"], resolve_device(params.get("device")))
+    return fit_input_size(model, trained_size(params["data"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="clean,jpeg90,jpeg75,jpeg75_noise4,foreign")
@@ -162,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             t0 = time.perf_counter()
             if predictor is None:  # loaded once, and only when something is left to collect
-                classifier = fit_input_size(load_classifier(args.checkpoint or params["train"]["checkpoint"],
-                                                            resolve_device(params.get("device"))), trained_size(params["data"]))
+                classifier = _classifier(params, args.checkpoint)
                 predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                                 Path(args.cache))
             records = collect(params, knobs, name, args.offset, args.n, classifier, predictor)
@@ -181,15 +219,18 @@ def main(argv: list[str] | None = None) -> None:
             key, value = item.split("=")
             if key == "sam_fit_top":
                 top = int(value)
-            elif key.startswith("w_") and key[2:] in (*TERMS, *EXTRA_TERMS):
+            elif key.startswith("w_") and key[2:] in (*TERMS, *EXTRA_TERMS, *PROBE_TERMS):
                 weights[key[2:]] = float(value)
             else:
-                raise SystemExit(f"--try {item!r}: expected sam_fit_top or w_<{'|'.join((*TERMS, *EXTRA_TERMS))}>")
+                raise SystemExit(f"--try {item!r}: expected sam_fit_top or w_<{'|'.join((*TERMS, *EXTRA_TERMS, *PROBE_TERMS))}>")
         rows.append((spec, weights, top))
-    extra = {t for _, weights, _ in rows[1:] for t in EXTRA_TERMS if weights.get(t)}
+    extra = {t for _, weights, _ in rows[1:] for t in (*EXTRA_TERMS, *PROBE_TERMS) if weights.get(t)}
     if extra:
+        probe = None
+        if extra & set(PROBE_TERMS):
+            probe = _classifier(params, args.checkpoint)
         for name, records in data.items():
-            add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra)
+            add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra, probe)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")
     for label, weights, top in rows:
         cells = []

@@ -38,7 +38,7 @@ _BANNER = re.compile(r"^# -{20,}\n# [^\n]+\n# -{20,}\n", re.M)
 MODULES = {
     "preliminaries": ("artifacts", "devices", "conventions"),
     "dataset": ("shapes", "files", "data"),
-    "classifier": ("perturb", "augment", "classifier"),
+    "classifier": ("perturb", "augment", "classifier", "input_size"),
     "gradcam": ("cam_capture", "gradcam", "saliency"),
     "sam": ("denoise",),
     "pipelines": ("metrics", "colour", "judge", "placement", "search", "pipelines", "search_pipelines", "strategies",
@@ -293,6 +293,9 @@ if FAST:
 config = TrainConfig.from_params(recipe)
 model = build_classifier(**config.arch, seed=SEED)
 history = train_classifier(model, train_split, val_split, config, seed=SEED, device=DEVICE)
+# Images of another size (another generator's split) reach the network at its trained size, and the
+# region search scales its pixel knobs to them (camprompt.input_size); at the trained size, a no-op.
+model = fit_input_size(model, trained_size(PARAMS["data"]))
 scores = evaluate(model, test_split)
 print(f"trained {config.epochs} epochs in {history['seconds']:.0f} s on {DEVICE}; test accuracy {scores['accuracy']:.3f}")
 print("per class:", {k: round(v, 3) for k, v in scores["per_class_accuracy"].items() if v is not None})

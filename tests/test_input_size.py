@@ -149,3 +149,21 @@ def test_a_small_shape_of_a_small_image_is_only_proposed_with_scaled_knobs() -> 
 def test_bad_image_sizes_for_the_search_are_refused(size: tuple) -> None:
     with pytest.raises(ValueError, match="the image size must be two positive whole numbers"):
         scale_search(SearchConfig(), size, (48, 64))
+
+
+@pytest.mark.parametrize(("fitted", "knobs"), [(True, (2, 4)), (False, (4, 12))])
+def test_a_pipeline_scales_its_search_to_the_images_when_its_classifier_is_fitted(
+        monkeypatch: pytest.MonkeyPatch, fitted: bool, knobs: tuple[int, int]) -> None:
+    from camprompt.data import normalize
+    from camprompt.search_pipelines import ForegroundPointsPipeline
+
+    seen: list[SearchConfig] = []
+    monkeypatch.setattr(RegionSearch, "regions", lambda self, images, heat, targets: seen.append(self.config) or [])
+    model = build_classifier(seed=0).eval()
+    if fitted:
+        model = fit_input_size(model, (48, 64))
+    pipeline = ForegroundPointsPipeline(None, model, search=SearchConfig(use_sam=False, grid_step=4, min_area=12))
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert pipeline.regions(normalize(images)) == []
+    assert [(c.grid_step, c.min_area) for c in seen] == [knobs]
+    assert pipeline.search_config.grid_step == 4  # the pipeline's own config is left as given

@@ -23,17 +23,15 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Integral
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from camprompt.search import SearchConfig
-
 __all__ = ["fit_input_size", "scale_search", "trained_size", "working_size"]
 
 _HOOK = "_camprompt_input_size_hook"
+_Config = TypeVar("_Config")  # a camprompt.search.SearchConfig (not imported: the classifier needs no search)
 
 
 def trained_size(data_params: Mapping[str, Any]) -> tuple[int, int]:
@@ -86,10 +84,10 @@ def working_size(model: nn.Module) -> tuple[int, int] | None:
     return None if size is None else _check_size(tuple(size))
 
 
-def scale_search(config: SearchConfig, image_size: Sequence[int], trained: Sequence[int] | None) -> SearchConfig:
-    """``config`` with its pixel knobs scaled from the ``trained`` (H, W) to images of ``image_size``.
+def scale_search(config: _Config, image_size: Sequence[int], trained: Sequence[int] | None) -> _Config:
+    """A search config (:class:`camprompt.search.SearchConfig`) with its pixel knobs scaled to ``image_size``.
 
-    The knobs are set for images at the classifier's trained size, where they were chosen; at
+    The knobs are set for images at the classifier's ``trained`` (H, W), where they were chosen; at
     another size the shapes scale with the frame, so ``grid_step`` (a length) scales with
     s = sqrt(image area / trained area) and ``min_area`` with s squared, rounded, at least 1 (a
     ``grid_step`` of 0, the grid switched off, stays 0). At the trained size, or with
