@@ -1,11 +1,12 @@
 """Other image sizes on VAL: the pipelines on splits drawn at another resolution, with and without
-resizing the classifier's input to its trained size (:mod:`camprompt.input_size`).
+fitting them to the size the classifier was trained on (:mod:`camprompt.input_size`).
 
 Another author's generator need not draw 64x48 images. For each ``--sizes`` entry WxH this draws
 ``--n`` images at that size with our generator, the shapes scaled with the frame (10-20 px at
 64x48 become 5-10 px at 32x32; ``--drawn`` off: the first val images resized instead), and runs what
 the ``robust@V`` stage runs (:func:`camprompt.robustness.evaluate_variant`) twice: with the
-classifier as loaded, and fitted to its trained size. SAM's embeddings are cached on disk.
+classifier as loaded, and fitted to its trained size (its input resized, and with it the region
+search's pixel knobs scaled to the images). SAM's embeddings are cached on disk.
 
     python benchmarks/bench_sizes.py --n 50 --sizes 32x32,128x96,96x96
 """

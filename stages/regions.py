@@ -33,8 +33,9 @@ def main(search: str) -> None:
     cam = knobs.pop("cam", DEFAULT_CAM)
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    # Knobs in pixels are set for the trained size; a split of another size gets them scaled.
-    config = scale_search(SearchConfig.from_params(knobs), split.images.shape[1:3], trained_size(params["data"]))
+    config = SearchConfig.from_params(knobs)
+    if len(split.images):  # knobs in pixels are set for the trained size; another size gets them scaled
+        config = scale_search(config, split.images.shape[1:3], trained_size(params["data"]))
     heat, preds = load_heatmap(params, cam, split.names)
     classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
                              trained_size(params["data"]))

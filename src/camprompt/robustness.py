@@ -149,12 +149,13 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
 
     As in the DVC pipeline: one Grad-CAM pass, the region search once per search config (its pixel
     knobs scaled to the images' size when ``classifier`` was fitted to another, see
-    :func:`camprompt.input_size.scale_search`) and shared by the strategies that name it, then each strategy's placement and masks; ``predictor`` should
-    hold every image's embedding already (an attached store), or its encoder runs here. Grad-CAM
-    explains the single view's predicted class, as on the test split. The summary holds the accuracy
-    of the classifier's answer, its decision over ``views`` (:mod:`camprompt.decision`; None = the
-    single view), and of the single view, how often the Grad-CAM maximum lies inside the shape,
-    SAM's ceiling, and per strategy the :data:`SUMMARY_KEYS` of ``camprompt.metrics.summarize``.
+    :func:`camprompt.input_size.scale_search`) and shared by the strategies that name it, then each
+    strategy's placement and masks; ``predictor`` should hold every image's embedding already (an
+    attached store), or its encoder runs here. Grad-CAM explains the single view's predicted class,
+    as on the test split. The summary holds the accuracy of the classifier's answer, its decision
+    over ``views`` (:mod:`camprompt.decision`; None = the single view), and of the single view, how
+    often the Grad-CAM maximum lies inside the shape, SAM's ceiling, and per strategy the
+    :data:`SUMMARY_KEYS` of ``camprompt.metrics.summarize``.
     """
     from camprompt.conventions import DEFAULT_CAM
     from camprompt.decision import Views, decide
