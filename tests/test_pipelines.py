@@ -385,12 +385,15 @@ def test_pipeline_inputs_are_images_only(monkeypatch) -> None:
                 names = set(inspect.signature(getattr(cls, method)).parameters) - {"self"}
                 assert names <= allowed, (cls, method, names)
     import camprompt.data as data
+    import camprompt.files as files
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a pipeline tried to read the dataset (ground truth)")
 
-    for attr in ("load_split", "SyntheticShapes", "_read_image"):
+    for attr in ("load_split", "SyntheticShapes", "read_image", "read_mask", "read_label"):
         monkeypatch.setattr(data, attr, forbidden)
+    for attr in ("read_image", "read_mask", "read_label"):
+        monkeypatch.setattr(files, attr, forbidden)
     images, _, _ = _batch(2)
     heat = np.zeros((2, H, W), np.float32)
     heat[:, 10:20, 10:20] = 1.0
