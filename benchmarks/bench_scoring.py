@@ -41,19 +41,17 @@ from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from camprompt.artifacts import load_params
-from camprompt.classifier import load_classifier
 from camprompt.colour import colour_distance, median_colour, region_features
 from camprompt.conventions import DEFAULT_CAM, point_pixels
 from camprompt.data import normalize
 from camprompt.denoise import filtered
-from camprompt.devices import resolve_device
 from camprompt.gradcam import compute_split_heatmaps
-from camprompt.input_size import fit_input_size, trained_size
 from camprompt.judge import ClassifierJudge, isolate_region
 from camprompt.metrics import iou
 from camprompt.placement import interior_points
 from camprompt.sam import load_predictor
 from camprompt.search import CHEAP_TERMS, CLASSIFIER_TERMS, RegionSearch, SearchConfig
+from camprompt.stage_io import load_fitted_classifier
 
 BENCH = Path("data/bench")
 TERMS = CHEAP_TERMS + CLASSIFIER_TERMS + ("sam_fit",)
@@ -173,12 +171,6 @@ def score(records: list[dict[str, np.ndarray] | None], weights: dict[str, float]
     return float(np.mean(hit)), float(np.mean(ious))
 
 
-def _classifier(params: dict, checkpoint: str | None) -> torch.nn.Module:
-    """The classifier as the stages use it (params ``device``, fitted to the trained size)."""
-    model = load_classifier(checkpoint or params["train"]["checkpoint"], resolve_device(params.get("device")))
-    return fit_input_size(model, trained_size(params["data"]))
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="clean,jpeg90,jpeg75,jpeg75_noise4,foreign")
@@ -201,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             t0 = time.perf_counter()
             if predictor is None:  # loaded once, and only when something is left to collect
-                classifier = _classifier(params, args.checkpoint)
+                classifier = load_fitted_classifier(params, args.checkpoint)
                 predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                                 Path(args.cache))
             records = collect(params, knobs, name, args.offset, args.n, classifier, predictor)
@@ -228,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     if extra:
         probe = None
         if extra & set(PROBE_TERMS):
-            probe = _classifier(params, args.checkpoint)
+            probe = load_fitted_classifier(params, args.checkpoint)
         for name, records in data.items():
             add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra, probe)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")

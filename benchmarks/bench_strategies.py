@@ -28,14 +28,12 @@ import numpy as np
 import torch
 
 from camprompt.artifacts import load_params, override_params, write_json
-from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays
 from camprompt.decision import Views
-from camprompt.devices import resolve_device
-from camprompt.input_size import fit_input_size, trained_size
 from camprompt.report.tables import robustness_markdown
 from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
+from camprompt.stage_io import load_fitted_classifier
 
 
 class DiskCachedPredictor:
@@ -91,8 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     names = args.variants.split(",") if args.variants else list(specs)
     wanted = args.strategies.split(",") if args.strategies else (rob.get("strategies") or list(params["strategies"]))
     strategies = {k: params["strategies"][k] for k in wanted}
-    classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
-                                trained_size(params["data"]))
+    classifier = load_fitted_classifier(params)
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                     Path(args.cache))
     summaries: dict[str, Any] = {}

@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from camprompt.artifacts import atomic_path, load_params, save_arrays
-from camprompt.classifier import load_classifier
 from camprompt.data import CLASSES, load_split, normalize
 from camprompt.decision import Views, decide
-from camprompt.devices import resolve_device
 from camprompt.gradcam import compute_split_heatmaps
-from camprompt.input_size import fit_input_size, trained_size
 from camprompt.saliency import argmax_hit_rate, plot_heatmaps
+from camprompt.stage_io import load_fitted_classifier
 
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -56,8 +54,7 @@ def main() -> None:
     configs = _configs(gradcam)
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     views = Views.from_params(params.get("decision"))
-    model = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
-                        trained_size(params["data"]))
+    model = load_fitted_classifier(params)
     result = compute_split_heatmaps(
         model, normalize(split.images), configs, batch_size=int(gradcam.get("batch_size", 64))
     )

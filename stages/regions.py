@@ -15,13 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from camprompt.artifacts import ArtifactError, load_params, save_arrays
-from camprompt.classifier import load_classifier
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.data import load_split
-from camprompt.devices import resolve_device
-from camprompt.input_size import fit_input_size, scale_search, trained_size
+from camprompt.input_size import scale_search, trained_size
 from camprompt.search import RegionSearch, SearchConfig
-from camprompt.stage_io import load_attached_predictor, load_heatmap, region_store, run_stage
+from camprompt.stage_io import load_attached_predictor, load_fitted_classifier, load_heatmap, region_store, run_stage
 
 
 def main(search: str) -> None:
@@ -37,8 +35,7 @@ def main(search: str) -> None:
     if len(split.images):  # knobs in pixels are set for the trained size; another size gets them scaled
         config = scale_search(config, split.images.shape[1:3], trained_size(params["data"]))
     heat, preds = load_heatmap(params, cam, split.names)
-    classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
-                             trained_size(params["data"]))
+    classifier = load_fitted_classifier(params)
     predictor = load_attached_predictor(params, split.images) if config.use_sam else None
     choices = RegionSearch(config, classifier, predictor, progress=True).regions(split.images, heat, preds)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)

@@ -14,17 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from camprompt.artifacts import load_params, save_arrays, write_json
-from camprompt.classifier import load_classifier
 from camprompt.data import load_split
 from camprompt.decision import Views
-from camprompt.devices import resolve_device
-from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import evaluate_variant
 from camprompt.stage_io import (
     ROBUSTNESS_ROOT,
     VARIANT_EMBEDDINGS_ROOT,
     VARIANT_ROOT,
     load_attached_predictor,
+    load_fitted_classifier,
     run_stage,
     variant_names,
 )
@@ -39,8 +37,7 @@ def main(name: str) -> None:
     strategies = {k: params["strategies"][k] for k in wanted}
     predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
                                         stage=f"variant_embeddings@{name}")
-    classifier = fit_input_size(load_classifier(params["train"]["checkpoint"], resolve_device(params.get("device"))),
-                             trained_size(params["data"]))
+    classifier = load_fitted_classifier(params)
     summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
                                      views=Views.from_params(params.get("decision")),
                                      cam_configs=params["gradcam"]["configs"], searches=params["searches"],

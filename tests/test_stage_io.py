@@ -64,3 +64,30 @@ def test_unknown_strategy_and_variant_names_list_the_known_ones() -> None:
     assert variant_names(params) == ["jpeg90"]
     with pytest.raises(ArtifactError, match=r"no robustness variant 'jpeg75'.*\['jpeg90'\]"):
         variant_names(params, "jpeg75")
+
+
+def test_the_fitted_classifier_is_the_checkpoint_at_the_trained_size(tmp_path) -> None:
+    """Every stage loads one model: the checkpoint's weights, fitted to params data.height x width,
+    so an image of another size gives the logits of its resize to that size."""
+    import torch
+    import torch.nn.functional as F
+
+    from camprompt.classifier import ClassifierError, build_classifier, save_classifier
+    from camprompt.input_size import working_size
+    from camprompt.stage_io import load_fitted_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier(seed=0).eval()
+    path = save_classifier(tmp_path / "clf.pt", model)
+    params = {"train": {"checkpoint": str(tmp_path / "missing.pt")}, "data": {"height": 48, "width": 64},
+              "device": "cpu"}
+    fitted = load_fitted_classifier(params, checkpoint=path)
+    assert working_size(fitted) == (48, 64)
+    assert not fitted.training
+    small = torch.rand(2, 3, 24, 32)
+    with torch.no_grad():
+        want = model(F.interpolate(small, size=(48, 64), mode="bilinear", align_corners=False,
+                                   antialias=True))
+        assert torch.allclose(fitted(small), want, atol=1e-5)
+    with pytest.raises(ClassifierError, match="missing.pt does not exist"):
+        load_fitted_classifier(params)  # the default is params train.checkpoint

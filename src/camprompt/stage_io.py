@@ -32,6 +32,7 @@ __all__ = [
     "region_store",
     "check_names",
     "load_heatmap",
+    "load_fitted_classifier",
     "load_attached_predictor",
     "PER_IMAGE_COLUMNS",
     "write_per_image",
@@ -112,6 +113,22 @@ def load_heatmap(params: Mapping[str, Any], cam: str, names: Sequence[str], *,
             raise ArtifactError(f"{path} has no heatmap_{cam}; add {cam!r} to params gradcam.configs")
         return None, preds
     return np.asarray(store[f"heatmap_{cam}"][...]), preds
+
+
+def load_fitted_classifier(params: Mapping[str, Any], checkpoint: str | Path | None = None) -> Any:
+    """The trained classifier (``checkpoint``, by default params ``train.checkpoint``) on the device of
+    params ``device``, fitted to the size it was trained at (params ``data.height``/``data.width``).
+
+    Fitted, it resizes images of any other size on the way in, and the pipelines scale the region
+    search's pixel knobs to them (:mod:`camprompt.input_size`); at the trained size both are no-ops.
+    Every stage and benchmark that runs the classifier loads it here, so all of them see one model.
+    """
+    from camprompt.classifier import load_classifier
+    from camprompt.devices import resolve_device
+    from camprompt.input_size import fit_input_size, trained_size
+
+    model = load_classifier(checkpoint or params["train"]["checkpoint"], resolve_device(params.get("device")))
+    return fit_input_size(model, trained_size(params["data"]))
 
 
 def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray, store: str | Path | None = None,
