@@ -16,7 +16,8 @@ and mean IoU of the region each image would choose, beside the oracle (the best 
 Weights start from params ``searches.<--search>``; each ``--try`` overrides some (comma list of
 ``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate; ``w_solidity``, ``w_rarity``
 and the classifier probes ``w_agree``, ``w_keep_stretched``, ``w_agree_stretched`` weigh evidence
-the search does not compute yet, see ``EXTRA_TERMS`` and ``PROBE_TERMS``). Collections are cached in
+the search does not compute yet, see ``EXTRA_TERMS`` and ``PROBE_TERMS``; ``w_keep_judge`` weighs
+1 - p(no shape | silhouette) of the judge that ``--judge`` names, trained by bench_judge.py). Collections are cached in
 ``data/bench/candidates_<variant>_<offset>_<n>[_<checkpoint stem>].pkl``, with each candidate's mask
 (packed bits) so that new evidence can be tried without collecting again (SAM embeddings in
 ``--cache``, as bench_strategies.py). ``--checkpoint`` collects with another classifier (e.g. one
@@ -95,15 +96,21 @@ EXTRA_TERMS = {"solidity": _solidity, "rarity": _rarity}
 # ... and classifier probes of them: p(the explained class | silhouette) (``agree``), and ``keep`` /
 # ``agree`` of the silhouette at full contrast (``keep_stretched``, ``agree_stretched``).
 PROBE_TERMS = ("agree", "keep_stretched", "agree_stretched")
+# ... and the silhouette judge's 1 - p(no shape | silhouette) (``--judge``, trained by bench_judge.py).
+JUDGE_TERMS = ("keep_judge",)
 
 
 def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndarray, terms: set[str],
-                    classifier: torch.nn.Module | None = None) -> None:
-    """Compute the EXTRA_TERMS and PROBE_TERMS named in ``terms`` for every candidate, from its stored mask
-    (the probes with ``classifier``, for the class its single view predicts, as the search explains)."""
+                    classifier: torch.nn.Module | None = None, judge_model: torch.nn.Module | None = None) -> None:
+    """Compute the EXTRA_TERMS, PROBE_TERMS and JUDGE_TERMS named in ``terms`` for every candidate, from
+    its stored mask (the probes with ``classifier``, for the class its single view predicts, as the
+    search explains; ``keep_judge`` with ``judge_model``, whose last output is "no shape")."""
     probes = terms & set(PROBE_TERMS)
     if probes and classifier is None:
         raise ValueError(f"{sorted(probes)} need the classifier")
+    if terms & set(JUDGE_TERMS) and judge_model is None:
+        raise ValueError("keep_judge needs the silhouette judge (--judge, trained by bench_judge.py)")
+    no_shape = ClassifierJudge(judge_model, normalize) if judge_model is not None else None
     judge = ClassifierJudge(classifier, normalize) if probes else None
     targets = judge.probabilities(images).argmax(1) if judge is not None else np.zeros(len(images), int)
     for rec, image, target in zip(records, images, targets):
@@ -113,6 +120,8 @@ def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndar
             raise SystemExit("this collection predates stored masks; delete its .pkl and collect again")
         masks = np.unpackbits(rec["masks"], axis=-1)[..., : image.shape[1]].astype(bool)
         rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in terms & EXTRA_TERMS.keys()})
+        if no_shape is not None and "keep_judge" in terms:
+            rec["keep_judge"] = 1.0 - no_shape.probabilities(np.stack([isolate_region(image, m) for m in masks]))[:, -1]
         if judge is not None:
             plain = judge.probabilities(np.stack([isolate_region(image, m) for m in masks]))
             full = judge.probabilities(np.stack([_stretched_silhouette(image, m) for m in masks]))
@@ -180,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--try", dest="tries", action="append", default=[], help="knob=value[,knob=value] (repeatable)")
     ap.add_argument("--cache", default=str(BENCH / "sam_embeddings.npz"))
     ap.add_argument("--checkpoint", default=None, help="classifier for Grad-CAM and the probes (default: params train.checkpoint)")
+    ap.add_argument("--judge", default=None, help="silhouette judge for w_keep_judge (bench_judge.py's output)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     params = load_params()
@@ -211,18 +221,24 @@ def main(argv: list[str] | None = None) -> None:
             key, value = item.split("=")
             if key == "sam_fit_top":
                 top = int(value)
-            elif key.startswith("w_") and key[2:] in (*TERMS, *EXTRA_TERMS, *PROBE_TERMS):
+            elif key.startswith("w_") and key[2:] in (*TERMS, *EXTRA_TERMS, *PROBE_TERMS, *JUDGE_TERMS):
                 weights[key[2:]] = float(value)
             else:
-                raise SystemExit(f"--try {item!r}: expected sam_fit_top or w_<{'|'.join((*TERMS, *EXTRA_TERMS, *PROBE_TERMS))}>")
+                raise SystemExit(f"--try {item!r}: expected sam_fit_top or "
+                                 f"w_<{'|'.join((*TERMS, *EXTRA_TERMS, *PROBE_TERMS, *JUDGE_TERMS))}>")
         rows.append((spec, weights, top))
-    extra = {t for _, weights, _ in rows[1:] for t in (*EXTRA_TERMS, *PROBE_TERMS) if weights.get(t)}
+    extra = {t for _, weights, _ in rows[1:] for t in (*EXTRA_TERMS, *PROBE_TERMS, *JUDGE_TERMS) if weights.get(t)}
     if extra:
-        probe = None
-        if extra & set(PROBE_TERMS):
-            probe = load_fitted_classifier(params, args.checkpoint)
+        probe = load_fitted_classifier(params, args.checkpoint) if extra & set(PROBE_TERMS) else None
+        judge_model = None
+        if extra & set(JUDGE_TERMS):
+            if args.judge is None:
+                raise SystemExit("w_keep_judge needs --judge PATH (train one with benchmarks/bench_judge.py)")
+            from bench_judge import load_judge
+
+            judge_model = load_judge(params, args.judge)
         for name, records in data.items():
-            add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra, probe)
+            add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra, probe, judge_model)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")
     for label, weights, top in rows:
         cells = []
