@@ -29,6 +29,7 @@ from torch import nn
 
 from camprompt.artifacts import atomic_path, load_params
 from camprompt.data import CLASSES, load_split, normalize
+from camprompt.devices import module_device
 from camprompt.gradcam import compute_split_heatmaps
 from camprompt.judge import isolate_region
 from camprompt.metrics import iou
@@ -49,7 +50,7 @@ def load_judge(params: dict, path: str | Path) -> nn.Module:
 def with_none_class(model: nn.Module) -> nn.Module:
     """``model`` with one more output, ``NONE``, initialised to logit 0 (the others keep their weights)."""
     old = model.fc
-    new = nn.Linear(old.in_features, NONE + 1)
+    new = nn.Linear(old.in_features, NONE + 1).to(old.weight.device)
     with torch.no_grad():
         new.weight[:NONE], new.bias[:NONE] = old.weight, old.bias
         new.weight[NONE], new.bias[NONE] = 0.0, 0.0
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     x, y = silhouettes(params, args.n, args.seed)
     print(f"{len(y)} silhouettes ({int((y == NONE).sum())} none) in {time.perf_counter() - t0:.0f} s", flush=True)
-    model = with_none_class(load_fitted_classifier(params).cpu())
+    model = with_none_class(load_fitted_classifier(params))  # on params `device`
+    device = module_device(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     inputs, labels = normalize(x), torch.from_numpy(y)
     for epoch in range(args.epochs):
@@ -108,13 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         for start in range(0, len(labels), 64):
             idx = order[start : start + 64]
             batch = inputs[idx].flip(-1) if torch.rand(()) < 0.5 else inputs[idx]
-            loss = F.cross_entropy(model(batch), labels[idx])
+            loss = F.cross_entropy(model(batch.to(device)), labels[idx].to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         print(f"epoch {epoch + 1}/{args.epochs}: loss {total / len(labels):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         torch.save(model.eval().state_dict(), tmp)
     print(f"judge saved to {args.out}")

@@ -17,9 +17,9 @@ Weights start from params ``searches.<--search>``; each ``--try`` overrides some
 ``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate; ``w_solidity``, ``w_rarity``
 and the classifier probes ``w_agree``, ``w_keep_stretched``, ``w_agree_stretched`` weigh evidence
 the search does not compute yet, see ``EXTRA_TERMS`` and ``PROBE_TERMS``; ``w_keep_judge`` weighs
-1 - p(no shape | silhouette) of the judge that ``--judge`` names, trained by bench_judge.py). Collections are cached in
-``data/bench/candidates_<variant>_<offset>_<n>[_<checkpoint stem>].pkl``, with each candidate's mask
-(packed bits) so that new evidence can be tried without collecting again (SAM embeddings in
+1 - p(no shape | silhouette) of the judge that ``--judge`` names, trained by bench_judge.py).
+Collections are cached in ``data/bench/candidates_<variant>_<offset>_<n>[_<checkpoint stem>].pkl``,
+with each candidate's mask (packed bits) so that new evidence can be tried without collecting again (SAM embeddings in
 ``--cache``, as bench_strategies.py). ``--checkpoint`` collects with another classifier (e.g. one
 trained by bench_recipe.py). Use val slices after the DAG's first ``robustness.n`` images.
 """
