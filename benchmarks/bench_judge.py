@@ -58,8 +58,9 @@ def with_none_class(model: nn.Module) -> nn.Module:
     return model
 
 
-def silhouettes(params: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Silhouettes uint8 (M,H,W,3) and labels (M,) from the first ``n`` train images (see module doc)."""
+def silhouettes(params: dict, classifier: nn.Module, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Silhouettes uint8 (M,H,W,3) and labels (M,) from the first ``n`` train images (see module doc);
+    ``classifier`` gives the Grad-CAM seeds of the colour regions."""
     rng = np.random.default_rng(seed)
     split = load_split(params["data"]["root"], "train", n)
     images = split.images.copy()
@@ -68,7 +69,6 @@ def silhouettes(params: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
             images[i] = jpeg_round_trip(images[i], 75)
         if i % 3 == 2:
             images[i] = add_noise(images[i], 4.0, rng)
-    classifier = load_fitted_classifier(params)
     knobs = dict(params["searches"]["default"])
     cam = knobs.pop("cam")
     knobs.update(use_sam=False, w_sam_fit=0.0)  # the colour regions only: no SAM embeddings of train
@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     params = load_params()
     t0 = time.perf_counter()
-    x, y = silhouettes(params, args.n, args.seed)
+    classifier = load_fitted_classifier(params)  # on params `device`; becomes the judge once the silhouettes are made
+    x, y = silhouettes(params, classifier, args.n, args.seed)
     print(f"{len(y)} silhouettes ({int((y == NONE).sum())} none) in {time.perf_counter() - t0:.0f} s", flush=True)
-    model = with_none_class(load_fitted_classifier(params))  # on params `device`
+    model = with_none_class(classifier)
     device = module_device(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     inputs, labels = normalize(x), torch.from_numpy(y)
