@@ -17,7 +17,8 @@ Weights start from params ``searches.<--search>``; each ``--try`` overrides some
 ``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate; ``w_solidity``, ``w_rarity``
 and the classifier probes ``w_agree``, ``w_keep_stretched``, ``w_agree_stretched`` weigh evidence
 the search does not compute yet, see ``EXTRA_TERMS`` and ``PROBE_TERMS``; ``w_keep_judge`` weighs
-1 - p(no shape | silhouette) of the judge that ``--judge`` names, trained by bench_judge.py).
+1 - p(no shape | silhouette) of the no-shape judge that ``--judge`` names, by default the
+``train_judge`` stage's, params ``judge.checkpoint``; bench_judge.py trains others).
 Collections are cached in ``data/bench/candidates_<variant>_<offset>_<n>[_<checkpoint stem>].pkl``,
 with each candidate's mask (packed bits) so that new evidence can be tried without collecting again (SAM embeddings in
 ``--cache``, as bench_strategies.py). ``--checkpoint`` collects with another classifier (e.g. one
@@ -47,11 +48,11 @@ from camprompt.conventions import DEFAULT_CAM, point_pixels
 from camprompt.data import normalize
 from camprompt.denoise import filtered
 from camprompt.gradcam import compute_split_heatmaps
-from camprompt.judge import ClassifierJudge, isolate_region
+from camprompt.judge import ClassifierJudge, check_no_shape_judge, isolate_region
 from camprompt.metrics import iou
 from camprompt.placement import interior_points
 from camprompt.sam import load_predictor
-from camprompt.search import CHEAP_TERMS, CLASSIFIER_TERMS, RegionSearch, SearchConfig
+from camprompt.search import CHEAP_TERMS, CLASSIFIER_TERMS, JUDGE_TERMS, RegionSearch, SearchConfig
 from camprompt.stage_io import load_fitted_classifier
 
 BENCH = Path("data/bench")
@@ -96,8 +97,6 @@ EXTRA_TERMS = {"solidity": _solidity, "rarity": _rarity}
 # ... and classifier probes of them: p(the explained class | silhouette) (``agree``), and ``keep`` /
 # ``agree`` of the silhouette at full contrast (``keep_stretched``, ``agree_stretched``).
 PROBE_TERMS = ("agree", "keep_stretched", "agree_stretched")
-# ... and the silhouette judge's 1 - p(no shape | silhouette) (``--judge``, trained by bench_judge.py).
-JUDGE_TERMS = ("keep_judge",)
 
 
 def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndarray, terms: set[str],
@@ -109,7 +108,7 @@ def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndar
     if probes and classifier is None:
         raise ValueError(f"{sorted(probes)} need the classifier")
     if terms & set(JUDGE_TERMS) and judge_model is None:
-        raise ValueError("keep_judge needs the silhouette judge (--judge, trained by bench_judge.py)")
+        raise ValueError("keep_judge needs the no-shape judge (--judge)")
     no_shape = ClassifierJudge(judge_model, normalize) if judge_model is not None else None
     judge = ClassifierJudge(classifier, normalize) if probes else None
     targets = judge.probabilities(images).argmax(1) if judge is not None else np.zeros(len(images), int)
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--try", dest="tries", action="append", default=[], help="knob=value[,knob=value] (repeatable)")
     ap.add_argument("--cache", default=str(BENCH / "sam_embeddings.npz"))
     ap.add_argument("--checkpoint", default=None, help="classifier for Grad-CAM and the probes (default: params train.checkpoint)")
-    ap.add_argument("--judge", default=None, help="silhouette judge for w_keep_judge (bench_judge.py's output)")
+    ap.add_argument("--judge", default=None, help="no-shape judge for w_keep_judge (default: params judge.checkpoint)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     params = load_params()
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             tmp.replace(path)
             print(f"{name}: collected in {time.perf_counter() - t0:.0f} s", flush=True)
         data[name] = pickle.loads(path.read_bytes())
-    base = {t: float(getattr(cfg, f"w_{t}")) for t in TERMS}
+    base = {t: float(getattr(cfg, f"w_{t}")) for t in (*TERMS, *JUDGE_TERMS)}
     rows = [("oracle", None, 0), ("params", base, cfg.sam_fit_top)]
     for spec in args.tries:
         weights, top = dict(base), cfg.sam_fit_top
@@ -232,11 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         probe = load_fitted_classifier(params, args.checkpoint) if extra & set(PROBE_TERMS) else None
         judge_model = None
         if extra & set(JUDGE_TERMS):
-            if args.judge is None:
-                raise SystemExit("w_keep_judge needs --judge PATH (train one with benchmarks/bench_judge.py)")
-            from bench_judge import load_judge
-
-            judge_model = load_judge(params, args.judge)
+            judge_model = check_no_shape_judge(load_fitted_classifier(params, args.judge or params["judge"]["checkpoint"]))
         for name, records in data.items():
             add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra, probe, judge_model)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")

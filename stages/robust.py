@@ -1,7 +1,8 @@
 """DVC stage `robust@V`: the classifier, every strategy and SAM's ideal-point ceiling on variant V.
 
 Usage: ``python stages/robust.py V``. Reads params `robustness` (split, strategies), `strategies`,
-`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`, `data.height`/`data.width`
+`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`, `judge.checkpoint` (the no-shape
+judge, when a search weighs it), `data.height`/`data.width`
 (the classifier's input size: variants of another size are resized to it, `camprompt.input_size`);
 reads `data/variants/V`, its embeddings, the classifier and the SAM model. Writes
 `data/robustness/V/`: `summary.json` (see `camprompt.robustness.evaluate_variant`) and
@@ -23,6 +24,7 @@ from camprompt.stage_io import (
     VARIANT_ROOT,
     load_attached_predictor,
     load_fitted_classifier,
+    load_fitted_judge,
     run_stage,
     variant_names,
 )
@@ -38,10 +40,11 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
                                         stage=f"variant_embeddings@{name}")
     classifier = load_fitted_classifier(params)
+    judge = load_fitted_judge(params, {s["search"] for s in strategies.values() if "search" in s})
     summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
                                      views=Views.from_params(params.get("decision")),
                                      cam_configs=params["gradcam"]["configs"], searches=params["searches"],
-                                     strategies=strategies, progress=True)
+                                     strategies=strategies, judge=judge, progress=True)
     out = Path(ROBUSTNESS_ROOT) / name
     arrays = {f"{key}_{strategy}": value for strategy, run in runs.items()
               for key, value in (("coords", run.coords), ("labels", run.labels), ("masks", run.masks), ("iou", run.ious))}

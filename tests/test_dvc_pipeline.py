@@ -60,6 +60,7 @@ def _tiny_params(params: dict) -> dict:
     params = json.loads(json.dumps(params))  # deep copy
     params["data"].update(backgrounds="procedural", sizes={"train": 40, "val": 10, "test": 10})
     params["train"]["epochs"] = 1
+    params["judge"].update(images=12, epochs=1)
     params["eval"]["limit"] = 4
     params["robustness"]["n"] = 3
     # one degraded and one generator variant cover both code paths; every further variant would add

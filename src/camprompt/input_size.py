@@ -94,9 +94,11 @@ def scale_search(config: _Config, image_size: Sequence[int], trained: Sequence[i
     ``trained`` None (a classifier that was never fitted), ``config`` comes back unchanged.
     """
     height, width = _check_size(tuple(image_size), "the image size")
-    if trained is None or (height, width) == _check_size(tuple(trained)):
+    if trained is None:
         return config
     th, tw = _check_size(tuple(trained))
+    if (height, width) == (th, tw):
+        return config
     scale = math.sqrt(height * width / (th * tw))
     step = max(1, round(config.grid_step * scale)) if config.grid_step > 0 else 0
     return dataclasses.replace(config, grid_step=step, min_area=max(1, round(config.min_area * scale * scale)))

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from camprompt.colour import median_colour
 from camprompt.devices import module_device
+from camprompt.shapes import CLASSES
 
 if TYPE_CHECKING:  # torch is imported where the classifier runs
     import torch
     from torch import nn
 
-__all__ = ["delete_region", "isolate_region", "eval_no_grad", "ClassifierJudge"]
+__all__ = ["NO_SHAPE", "delete_region", "isolate_region", "eval_no_grad", "check_no_shape_judge", "ClassifierJudge"]
+
+NO_SHAPE = len(CLASSES)  # the last output of the no-shape judge (camprompt.no_shape): no shape
 
 
 def delete_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -62,23 +65,36 @@ def eval_no_grad(model: nn.Module) -> Iterator[torch.device]:
         model.train(was_training)
 
 
+def check_no_shape_judge(model: Any) -> Any:
+    """``model`` if it is a no-shape judge (``len(CLASSES) + 1`` outputs, the last "none"); else a clear error."""
+    outputs = getattr(getattr(model, "fc", None), "out_features", None)
+    if outputs != NO_SHAPE + 1:
+        raise ValueError(f"the no-shape judge must have {NO_SHAPE + 1} outputs ({', '.join(CLASSES)}, none), got "
+                         f"{outputs}; train one with camprompt.no_shape.train_no_shape_judge (`dvc repro train_judge`)")
+    return model
+
+
 class ClassifierJudge:
-    """Scores candidate regions by how the classifier reacts when they are removed or kept alone.
+    """Scores candidate regions by how the classifier reacts when they are removed or kept alone, and
+    (with ``no_shape``) whether the no-shape judge calls each silhouette a shape.
 
     ``normalize`` maps uint8 (N,H,W,3) to the model's input (``camprompt.data.normalize``). All
     probes of a batch of images go through the network together in chunks of ``batch_size``.
     """
 
-    def __init__(self, model: nn.Module, normalize: Callable[[np.ndarray], torch.Tensor], batch_size: int = 256) -> None:
-        self.model, self.normalize, self.batch_size = model, normalize, int(batch_size)
+    def __init__(self, model: nn.Module, normalize: Callable[[np.ndarray], torch.Tensor], batch_size: int = 256,
+                 no_shape: nn.Module | None = None) -> None:
+        self.model, self.normalize, self.batch_size, self.no_shape = model, normalize, int(batch_size), no_shape
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode."""
+    def probabilities(self, images: np.ndarray, model: nn.Module | None = None) -> np.ndarray:
+        """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode, of ``model``
+        (default: the classifier)."""
         import torch
 
-        with eval_no_grad(self.model) as device:
+        model = self.model if model is None else model
+        with eval_no_grad(model) as device:
             parts = [
-                torch.softmax(self.model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
+                torch.softmax(model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
                 for i in range(0, len(images), self.batch_size)
             ]
         return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
@@ -89,13 +105,18 @@ class ClassifierJudge:
         ``drop`` = p(c|image) - p(c|region inpainted) (removing the object collapses its class),
         ``cleared`` = 1 - max_k p(k|region inpainted) (nothing shape-like is left once it is gone),
         ``keep`` = max_k p(k|the region's silhouette alone) (its outline alone is a confident shape;
-        the max over classes so that a misclassified image can still be segmented).
+        the max over classes so that a misclassified image can still be segmented), and with a
+        ``no_shape`` judge (:mod:`camprompt.no_shape`, its last output "no shape") ``keep_judge`` =
+        1 - p(no shape|the region's silhouette alone).
         """
         probes: list[np.ndarray] = []
+        silhouettes: list[np.ndarray] = []  # the probes a no-shape judge sees too
         for image, masks, _ in jobs:
             probes.append(image[None])
             probes.extend(delete_region(image, m)[None] for m in masks)
-            probes.extend(isolate_region(image, m)[None] for m in masks)
+            alone = [isolate_region(image, m)[None] for m in masks]
+            probes.extend(alone)
+            silhouettes.extend(alone)
         if not probes:
             return []
         probs = self.probabilities(np.concatenate(probes))
@@ -110,4 +131,10 @@ class ClassifierJudge:
                 "keep": alone.max(axis=1, initial=0.0),
             })
             start += 1 + 2 * m
+        if self.no_shape is not None:
+            verdict = (1.0 - self.probabilities(np.concatenate(silhouettes), self.no_shape)[:, -1]
+                       if silhouettes else np.zeros(0))
+            splits = np.cumsum([len(masks) for _, masks, _ in jobs])[:-1]
+            for ev, part in zip(out, np.split(verdict, splits)):
+                ev["keep_judge"] = part
         return out

@@ -144,6 +144,7 @@ class StrategyRun:
 def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: Any,
                      cam_configs: Mapping[str, Mapping[str, Any]], searches: Mapping[str, Mapping[str, Any]],
                      strategies: Mapping[str, Mapping[str, Any]], views: Views | None = None,
+                     judge: nn.Module | None = None,
                      progress: bool = False) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
     """Every strategy, the classifier and SAM's ceiling on one variant -> (summary, each strategy's outputs).
 
@@ -151,8 +152,9 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     knobs scaled to the images' size when ``classifier`` was fitted to another, see
     :func:`camprompt.input_size.scale_search`) and shared by the strategies that name it, then each
     strategy's placement and masks; ``predictor`` should hold every image's embedding already (an
-    attached store), or its encoder runs here. Grad-CAM explains the single view's predicted class,
-    as on the test split. The summary holds the accuracy of the classifier's answer, its decision
+    attached store), or its encoder runs here; ``judge`` is the no-shape judge of the searches that
+    weigh it (:mod:`camprompt.no_shape`). Grad-CAM explains the single view's predicted class, as on
+    the test split. The summary holds the accuracy of the classifier's answer, its decision
     over ``views`` (:mod:`camprompt.decision`; None = the single view), and of the single view, how
     often the Grad-CAM maximum lies inside the shape, SAM's ceiling, and per strategy the
     :data:`SUMMARY_KEYS` of ``camprompt.metrics.summarize``.
@@ -172,8 +174,8 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
         knobs = dict(searches[search])
         config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
-        choices = RegionSearch(config, classifier, predictor if config.use_sam else None, progress=progress).regions(
-            images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
+        choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
+                               progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
         found[search] = (np.stack([c.region for c in choices]), np.stack([c.seed for c in choices]))
     classes = [CLASSES[int(c)] for c in arrays.labels]
     summary: dict[str, Any] = {

@@ -15,6 +15,8 @@ pixels are the object*, with no ground truth, in three steps:
    interior point of the best few (decoder only: a few ms each with cached embeddings).
 2. **Verify** with the classifier (:class:`camprompt.judge.ClassifierJudge`): does the class
    collapse when the region is painted over, and is the region's silhouette alone a confident shape?
+   The classifier calls almost any closed blob a shape, so the no-shape judge
+   (:mod:`camprompt.no_shape`, trained to also answer "none") gives the silhouette's verdict.
 3. **Choose** the candidate with the highest weighted sum of all the evidence
    (:func:`score_candidates`; weights chosen on val). Among the ``sam_fit_top`` best, SAM has a say
    too: a whole object is what SAM itself cuts out from a point inside it, so the IoU of a candidate
@@ -47,7 +49,8 @@ from camprompt.placement import RegionChoice, interior_points
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["SearchConfig", "SEARCH_KNOBS", "CHEAP_TERMS", "CLASSIFIER_TERMS", "score_candidates", "RegionSearch"]
+__all__ = ["SearchConfig", "SEARCH_KNOBS", "CHEAP_TERMS", "CLASSIFIER_TERMS", "JUDGE_TERMS", "score_candidates",
+           "RegionSearch"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class SearchConfig:
     w_heat_near: float = 0.5
     w_flatness: float = 1.0
     w_ring: float = 1.0
+    w_keep_judge: float = 0.0     # the no-shape judge's verdict (keep_judge); needs a judge (camprompt.no_shape)
     w_sam_fit: float = 0.0        # SAM's agreement (sam_fit), measured for the sam_fit_top best only
     sam_fit_top: int = 3
     smooth: str = "none"          # colour evidence on: none (the image) | bilateral | auto (camprompt.denoise)
@@ -90,6 +94,8 @@ class SearchConfig:
             raise ValueError("at least one candidate source (use_sam, use_grow) must be enabled")
         if cfg.sam_fit_top < 1:
             raise ValueError(f"need sam_fit_top >= 1 (candidates checked against SAM), got {cfg.sam_fit_top}")
+        if cfg.w_keep_judge < 0:
+            raise ValueError(f"need w_keep_judge >= 0 (a shape's silhouette should score higher), got {cfg.w_keep_judge}")
         if cfg.w_sam_fit < 0:
             raise ValueError(f"need w_sam_fit >= 0 (SAM's agreement only ever adds evidence), got {cfg.w_sam_fit}")
         if cfg.w_sam_fit and not cfg.use_sam:
@@ -102,16 +108,18 @@ class SearchConfig:
 SEARCH_KNOBS = frozenset(f.name for f in fields(SearchConfig))
 CHEAP_TERMS = ("flatness", "ring", "heat", "heat_near")
 CLASSIFIER_TERMS = ("drop", "cleared", "keep")
+JUDGE_TERMS = ("keep_judge",)  # evidence of the no-shape judge, present only when the search has one
 
 
 def score_candidates(features: Sequence[Mapping[str, float]], cfg: SearchConfig, cheap: bool = False) -> np.ndarray:
     """Weighted sum of each candidate's evidence (higher = more likely the whole object).
 
-    Weights are the ``w_<term>`` knobs. ``cheap`` uses only the image/heatmap terms: the
-    pre-ranking that decides which candidates are worth classifier probes.
+    Weights are the ``w_<term>`` knobs; a term weighted 0 is left out (it need not be measured).
+    ``cheap`` uses only the image/heatmap terms: the pre-ranking that decides which candidates are
+    worth classifier probes.
     """
-    terms = CHEAP_TERMS if cheap else CHEAP_TERMS + CLASSIFIER_TERMS
-    weights = {t: float(getattr(cfg, f"w_{t}")) for t in terms}
+    terms = CHEAP_TERMS if cheap else CHEAP_TERMS + CLASSIFIER_TERMS + JUDGE_TERMS
+    weights = {t: w for t in terms if (w := float(getattr(cfg, f"w_{t}")))}
     return np.asarray([sum(w * f[t] for t, w in weights.items()) for f in features], dtype=np.float64)
 
 
@@ -127,17 +135,19 @@ class RegionSearch:
     """Propose -> verify -> choose the object region of each image (see the module docstring).
 
     ``classifier``: the trained network (eval mode, never modified, on any device); it verifies
-    the candidates. ``predictor``: a SamPredictor-like object (``set_image``, ``predict``) whose
+    the candidates. ``judge``: the no-shape judge (:mod:`camprompt.no_shape`) whose verdict on each
+    silhouette the search weighs with ``w_keep_judge``; needed when that weight is not 0.
+    ``predictor``: a SamPredictor-like object (``set_image``, ``predict``) whose
     multimask proposals join the candidates when ``config.use_sam``; with cached embeddings those
     are decoder calls only. Images are searched ``batch_size`` at a time (their classifier probes
     share network calls).
     """
 
     def __init__(self, config: SearchConfig, classifier: nn.Module | None, predictor: Any = None, *,
-                 batch_size: int = 32, progress: bool = False) -> None:
+                 judge: nn.Module | None = None, batch_size: int = 32, progress: bool = False) -> None:
         if config.use_sam and predictor is None:
             raise ValueError("this search uses SAM's proposals (use_sam: true) but no SAM predictor was given")
-        self.config, self.classifier, self.predictor = config, classifier, predictor
+        self.config, self.classifier, self.predictor, self.judge = config, classifier, predictor, judge
         self.batch_size, self.progress = int(batch_size), progress
         self._current: bytes | None = None
 
@@ -151,7 +161,12 @@ class RegionSearch:
         if self.classifier is None:
             raise RuntimeError("the region search needs the classifier to verify its candidates; pass "
                                "classifier=camprompt.classifier.load_classifier(...)")
-        judge = ClassifierJudge(self.classifier, normalize)
+        if self.config.w_keep_judge and self.judge is None:
+            raise RuntimeError(f"this search weighs the no-shape judge (w_keep_judge: {self.config.w_keep_judge}) but no "
+                               "judge was given; pass judge= (camprompt.no_shape.train_no_shape_judge, or the "
+                               "`train_judge` stage's checkpoint), or set w_keep_judge: 0")
+        judge = ClassifierJudge(self.classifier, normalize,
+                                no_shape=self.judge if self.config.w_keep_judge else None)
         choices: list[RegionChoice] = []
         try:
             for start in tqdm(range(0, len(images), self.batch_size), desc="regions", unit="batch",

@@ -41,23 +41,25 @@ class ForegroundPointsPipeline(CamSamPipeline):
     its defaults; its ``use_sam`` lets SAM propose candidate regions too -- decoder calls, cheap with
     cached embeddings, an encoder run per image without). ``placement``: the
     :class:`~camprompt.placement.PlacementConfig` that turns the region into points (default: its
-    defaults updated with :attr:`default_knobs`).
+    defaults updated with :attr:`default_knobs`). ``judge``: the no-shape judge the search weighs
+    (:mod:`camprompt.no_shape`), needed when the search config's ``w_keep_judge`` is not 0.
     """
 
     description = ("Grad-CAM says roughly where the evidence is; colour regions grown from its peaks and from a "
-                   "grid, plus SAM's own proposals, are the candidate objects. The classifier judges each "
-                   "candidate (its class should collapse when the region is painted over and survive when the "
-                   "region's silhouette is shown alone), and one foreground point goes to the deepest pixel of "
-                   "the winner's own colour, as far from every edge as possible.")
+                   "grid, plus SAM's own proposals, are the candidate objects. The classifier's class should "
+                   "collapse when the object is painted over, and a copy of it trained to also answer 'no shape' "
+                   "judges the region's silhouette shown alone; one foreground point goes to the deepest pixel "
+                   "of the winner's own colour, as far from every edge as possible.")
 
     #: Placement knobs this pipeline needs other than PlacementConfig's defaults, applied when omitted.
     default_knobs: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(self, predictor: SamLike | None, classifier: nn.Module | None, *, cam: Mapping[str, Any] | None = None,
                  search: SearchConfig | None = None, placement: PlacementConfig | None = None, batch_size: int = 32,
-                 progress: bool = False) -> None:
+                 judge: nn.Module | None = None, progress: bool = False) -> None:
         super().__init__(predictor, classifier, cam=cam, progress=progress)
         self.search_config = search  # None: SearchConfig's defaults, made when the first search runs
+        self.judge = judge
         self.placement_config = placement or self.placement_from({})
         self._check_placement()
         self.batch_size = int(batch_size)
@@ -86,7 +88,7 @@ class ForegroundPointsPipeline(CamSamPipeline):
         from camprompt.search import RegionSearch, SearchConfig
 
         config = self.search_config or SearchConfig()
-        return RegionSearch(config, self.classifier, self._predictor if config.use_sam else None,
+        return RegionSearch(config, self.classifier, self._predictor if config.use_sam else None, judge=self.judge,
                             batch_size=self.batch_size, progress=self.progress)
 
     # -- the object region ------------------------------------------------------------------------

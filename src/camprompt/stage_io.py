@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "check_names",
     "load_heatmap",
     "load_fitted_classifier",
+    "load_fitted_judge",
     "load_attached_predictor",
     "PER_IMAGE_COLUMNS",
     "write_per_image",
@@ -129,6 +130,25 @@ def load_fitted_classifier(params: Mapping[str, Any], checkpoint: str | Path | N
 
     model = load_classifier(checkpoint or params["train"]["checkpoint"], resolve_device(params.get("device")))
     return fit_input_size(model, trained_size(params["data"]))
+
+
+def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str]) -> Any:
+    """The no-shape judge of the ``train_judge`` stage (params ``judge.checkpoint``), loaded as the
+    classifier is (:func:`load_fitted_classifier`), when one of the search configs ``searches`` weighs
+    it (``w_keep_judge`` not 0); else None, and nothing is read."""
+    configs = params.get("searches") or {}
+    if not any(float((configs.get(name) or {}).get("w_keep_judge", 0.0)) for name in searches):
+        return None
+    from camprompt.judge import check_no_shape_judge
+
+    checkpoint = (params.get("judge") or {}).get("checkpoint")
+    if not checkpoint:
+        raise ArtifactError("a search weighs the no-shape judge (w_keep_judge) but params judge.checkpoint is not set")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ArtifactError(f"the no-shape judge's checkpoint {path} (params judge.checkpoint) does not exist; "
+                            "run `dvc repro train_judge`")
+    return check_no_shape_judge(load_fitted_classifier(params, path))
 
 
 def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray, store: str | Path | None = None,

@@ -35,7 +35,7 @@ _OWN_KNOBS = {"basic": {"pipeline"}, "gradcam_peak": {"pipeline", "cam"}}  # kin
 def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: SamLike | None,
                    classifier: nn.Module | None = None, cam_configs: Mapping[str, Mapping[str, Any]] | None = None,
                    search_configs: Mapping[str, Mapping[str, Any]] | None = None,
-                   progress: bool = False) -> BasicSamPipeline:
+                   judge: nn.Module | None = None, progress: bool = False) -> BasicSamPipeline:
     """Construct strategy ``name`` from its params.
 
     ``predictor`` may be None where no SAM call is needed (placing points) and ``classifier`` None
@@ -43,6 +43,7 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
     pipeline says so when it needs them. ``cam`` names a ``gradcam.configs`` entry (looked up in
     ``cam_configs``). A strategy naming ``search: C`` takes C's ``cam`` and knobs from
     ``search_configs``; without them it is built to place points from stored regions and heatmaps.
+    ``judge``: the no-shape judge (:mod:`camprompt.no_shape`) of a search that weighs it.
     """
     params = dict(strategy_params or {})
     kind = params.get("pipeline")
@@ -77,7 +78,8 @@ def build_pipeline(name: str, strategy_params: Mapping[str, Any], *, predictor: 
         search = SearchConfig.from_params(rest)
         cam = _cam(name, rest.get("cam", DEFAULT_CAM), cam_configs)
     cls = cast("type[ForegroundPointsPipeline]", PIPELINES[kind])
-    return cls(predictor, classifier, cam=cam, search=search, placement=cls.placement_from(placement), progress=progress)
+    return cls(predictor, classifier, cam=cam, search=search, placement=cls.placement_from(placement), judge=judge,
+               progress=progress)
 
 
 def _cam(strategy: str, cam_name: str, cam_configs: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:

@@ -1,0 +1,148 @@
+"""The no-shape judge: its training, its verdict in the search's evidence, and loading it for a stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_pipelines import H, W, ColourClassifier, _scene
+
+from camprompt.artifacts import ArtifactError
+from camprompt.classifier import build_classifier, save_classifier
+from camprompt.data import CLASSES, generate_dataset, load_split, normalize
+from camprompt.input_size import fit_input_size
+from camprompt.judge import NO_SHAPE, ClassifierJudge, check_no_shape_judge, isolate_region
+from camprompt.no_shape import JudgeConfig, degraded_copies, train_no_shape_judge, with_no_shape_class
+from camprompt.search import RegionSearch, SearchConfig
+from camprompt.stage_io import load_fitted_judge
+
+CAM = {"method": "gradcam", "layers": ["layer2"]}
+
+
+@pytest.fixture(scope="module")
+def train_split(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("judge") / "shapes"
+    generate_dataset(root, seed=0, sizes={"train": 9}, backgrounds="procedural", progress=False)
+    return load_split(root, "train")
+
+
+def _classifier() -> torch.nn.Module:
+    return fit_input_size(build_classifier(seed=0), (H, W)).eval()
+
+
+def test_the_judge_starts_as_the_classifier_with_a_neutral_none_output() -> None:
+    classifier = _classifier()
+    x = normalize(_scene()[0][None])
+    with torch.no_grad():
+        before = classifier(x)
+        judge = with_no_shape_class(classifier)
+        after = judge(x)
+    assert after.shape == (1, NO_SHAPE + 1) and judge.camprompt_arch["num_classes"] == len(CLASSES) + 1
+    assert torch.allclose(after[:, :NO_SHAPE], before, atol=1e-5) and float(after[0, NO_SHAPE]) == 0.0
+    with pytest.raises(ValueError, match="expected a 5-class classifier"):
+        with_no_shape_class(judge)  # twice would add a 7th output
+
+
+def test_training_leaves_the_classifier_alone_and_repeats_with_its_seed(train_split) -> None:
+    classifier = _classifier()
+    weights = {k: v.clone() for k, v in classifier.state_dict().items()}
+    config = JudgeConfig(images=6, epochs=1, batch_size=8)
+    first = train_no_shape_judge(classifier, train_split, CAM, config, seed=3, progress=False)
+    again = train_no_shape_judge(classifier, train_split, CAM, config, seed=3, progress=False)
+    other = train_no_shape_judge(classifier, train_split, CAM, config, seed=4, progress=False)
+    assert all(torch.equal(weights[k], v) for k, v in classifier.state_dict().items())
+    assert classifier.fc.out_features == len(CLASSES)
+    check_no_shape_judge(first)
+    assert not first.training and first.camprompt_input_size == (H, W)  # fitted like the classifier
+    # every image gives its shape (class) and some background blobs (none)
+    assert first.camprompt_meta["silhouettes"] > first.camprompt_meta["none"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(ValueError, match="wants 50 training images, the split holds 9"):
+        train_no_shape_judge(classifier, train_split, CAM, JudgeConfig(images=50), progress=False)
+
+
+def test_degraded_copies_keep_a_third_clean_and_repeat(train_split) -> None:
+    images = train_split.images[:6]
+    config = JudgeConfig()
+    out = degraded_copies(images, config, np.random.default_rng(0))
+    assert np.array_equal(out, degraded_copies(images, config, np.random.default_rng(0)))
+    assert np.array_equal(out[0::3], images[0::3]) and out.dtype == np.uint8
+    assert all(not np.array_equal(out[i], images[i]) for i in (1, 2, 4, 5))
+    assert not np.array_equal(out[2], degraded_copies(images, JudgeConfig(noise=0.0), np.random.default_rng(0))[2])
+
+
+@pytest.mark.parametrize(("knobs", "message"), [
+    ({"imgs": 10}, r"unknown judge knobs \['imgs'\]"),
+    ({"images": 0}, "images must be >= 1"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"blobs": -1}, "blobs must be >= 0"),
+    ({"miss_iou": 0.9, "match_iou": 0.8}, "miss_iou < match_iou"),
+    ({"lr": 0.0}, "lr must be > 0"),
+])
+def test_judge_config_rejects_typos_and_bad_values(knobs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        JudgeConfig.from_params(knobs)
+    assert JudgeConfig.from_params({"checkpoint": "data/judge.pt", "images": 10}).images == 10
+
+
+def test_the_verdict_is_one_minus_p_none_of_each_silhouette() -> None:
+    """ColourClassifier's last output is high where the shape's colour is absent: a stand-in judge
+    that calls the shape's silhouette a shape and a background blob's silhouette none."""
+    image, shape = _scene()
+    blob = np.zeros_like(shape)
+    blob[2:8, 2:12] = True
+    masks = np.stack([shape, blob])
+    plain = ClassifierJudge(ColourClassifier((250, 20, 200)), normalize).evidence([(image, masks, 0)])[0]
+    assert "keep_judge" not in plain
+    stand_in = ColourClassifier((250, 20, 200))
+    judged = ClassifierJudge(ColourClassifier((250, 20, 200)), normalize, no_shape=stand_in).evidence(
+        [(image, masks, 0), (image, masks[:0], 0), (image, masks[1:], 0)])
+    for key in ("drop", "cleared", "keep"):  # the classifier's own probes are unchanged
+        assert np.array_equal(judged[0][key], plain[key])
+    assert [len(ev["keep_judge"]) for ev in judged] == [2, 0, 1]
+    assert judged[0]["keep_judge"][0] > 0.5 > judged[0]["keep_judge"][1]
+    assert judged[2]["keep_judge"][0] == pytest.approx(judged[0]["keep_judge"][1])
+    p_none = ClassifierJudge(stand_in, normalize).probabilities(isolate_region(image, shape)[None])[0, -1]
+    assert judged[0]["keep_judge"][0] == pytest.approx(1.0 - p_none)
+
+
+def test_the_search_weighs_the_judge_and_refuses_to_run_without_it() -> None:
+    image, shape = _scene()
+    blob = np.zeros_like(shape)
+    blob[2:8, 2:12] = True
+    # the classifier is fooled (both silhouettes look like shapes); the judge is not
+    evidence = {"drop": np.zeros(2), "cleared": np.zeros(2), "keep": np.array([0.8, 0.9]),
+                "keep_judge": np.array([0.9, 0.1])}
+
+    def choose(**knobs) -> np.ndarray:
+        cfg = SearchConfig(use_sam=False, w_flatness=0, w_ring=0, w_heat=0, w_heat_near=0, **knobs)
+        return RegionSearch(cfg, None)._choose(image, np.zeros((H, W)), [shape, blob], evidence).region
+
+    assert np.array_equal(choose(), blob)
+    assert np.array_equal(choose(w_keep=0.0, w_keep_judge=2.0), shape)
+    config = SearchConfig(use_sam=False, w_keep_judge=2.0)
+    with pytest.raises(RuntimeError, match="no judge was given"):
+        RegionSearch(config, ColourClassifier((250, 20, 200))).regions(image[None], np.zeros((1, H, W)), [0])
+    with pytest.raises(ValueError, match="w_keep_judge >= 0"):
+        SearchConfig.from_params({"w_keep_judge": -1.0})
+    found = RegionSearch(config, ColourClassifier((250, 20, 200)), judge=ColourClassifier((250, 20, 200))).regions(
+        image[None], np.zeros((1, H, W)), [0])
+    assert "keep_judge" in found[0].features[0]
+
+
+def test_a_stage_loads_the_judge_only_when_a_search_weighs_it(tmp_path: Path) -> None:
+    params = {"device": "cpu", "data": {"height": H, "width": W}, "train": {"checkpoint": str(tmp_path / "none.pt")},
+              "judge": {"checkpoint": str(tmp_path / "judge.pt")},
+              "searches": {"plain": {"w_keep": 2.0}, "judged": {"w_keep_judge": 2.0}}}
+    assert load_fitted_judge(params, ["plain"]) is None  # nothing is read
+    with pytest.raises(ArtifactError, match=r"judge.pt \(params judge.checkpoint\) does not exist; run `dvc repro train_judge`"):
+        load_fitted_judge(params, ["plain", "judged"])
+    save_classifier(tmp_path / "judge.pt", build_classifier(seed=0))  # a 5-class network is no judge
+    with pytest.raises(ValueError, match="must have 6 outputs"):
+        load_fitted_judge(params, ["judged"])
+    save_classifier(tmp_path / "judge.pt", with_no_shape_class(build_classifier(seed=0)))
+    judge = load_fitted_judge(params, ["judged"])
+    assert judge.fc.out_features == 6 and judge.camprompt_input_size == (H, W) and not judge.training
