@@ -7,6 +7,10 @@ overridden, for ``bench_scoring.py --judge`` to score on val slices the DAG does
     python benchmarks/bench_judge.py --seed 1 --out data/bench/judge_seed1.pt
     python benchmarks/bench_scoring.py --variants clean,jpeg75,jpeg75_noise4,foreign --offset 200 --n 100 \\
         --judge data/bench/judge_seed1.pt
+
+``--recolour P`` tries a change to the recipe: each training silhouette's two colours are replaced,
+with probability P, by a random pair at least 60 apart in RGB, so that the judge cannot learn that
+natural colour pairs are background (a true shape of natural colours is then called none).
 """
 
 from __future__ import annotations
@@ -15,20 +19,40 @@ import argparse
 import sys
 import time
 
+import numpy as np
 import torch
 import yaml
+
+import camprompt.no_shape as no_shape
 
 from camprompt.artifacts import load_params
 from camprompt.classifier import save_classifier
 from camprompt.data import load_split
-from camprompt.no_shape import JudgeConfig, train_no_shape_judge
+from camprompt.no_shape import JudgeConfig
 from camprompt.stage_io import load_fitted_classifier
+
+
+def recoloured(silhouettes: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Two-colour ``silhouettes`` (N,H,W,3), each with probability ``p`` repainted in a random pair of
+    colours at least 60 apart (which colour was inside does not matter: both are drawn)."""
+    out = silhouettes.copy()
+    for image in out:
+        if rng.random() >= p:
+            continue
+        first = (image == image[0, 0]).all(-1)
+        while True:
+            a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+            if np.linalg.norm(a - b) >= 60:
+                break
+        image[first], image[~first] = a, b
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=None, help="default: params seed")
     ap.add_argument("--set", dest="knobs", action="append", default=[], help="judge knob=value (repeatable)")
+    ap.add_argument("--recolour", type=float, default=0.0, help="share of silhouettes repainted in random colours")
     ap.add_argument("--out", default="data/bench/judge.pt")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -39,10 +63,18 @@ def main(argv: list[str] | None = None) -> None:
         knobs[key] = yaml.safe_load(value)  # numbers as numbers; JudgeConfig.from_params checks the names
     config = JudgeConfig.from_params(knobs)
     seed = params.get("seed", 0) if args.seed is None else args.seed
+    if args.recolour:  # the library's recipe, its silhouettes repainted before training
+        made = no_shape.training_silhouettes
+
+        def repainted(*a, seed: int = 0, **kw):  # type: ignore[no-untyped-def]
+            x, y = made(*a, seed=seed, **kw)
+            return recoloured(x, args.recolour, np.random.default_rng(seed + 1000)), y
+
+        no_shape.training_silhouettes = repainted
     t0 = time.perf_counter()
     classifier = load_fitted_classifier(params)
     split = load_split(params["data"]["root"], "train", config.images)
-    judge = train_no_shape_judge(classifier, split, params["gradcam"]["configs"][config.cam], config, seed=seed)
+    judge = no_shape.train_no_shape_judge(classifier, split, params["gradcam"]["configs"][config.cam], config, seed=seed)
     save_classifier(args.out, judge, {**judge.camprompt_meta, "seed": seed, "config": knobs})
     print(f"judge ({config}, seed {seed}) saved to {args.out} in {time.perf_counter() - t0:.0f} s")
 
