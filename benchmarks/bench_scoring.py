@@ -119,10 +119,11 @@ def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndar
             raise SystemExit("this collection predates stored masks; delete its .pkl and collect again")
         masks = np.unpackbits(rec["masks"], axis=-1)[..., : image.shape[1]].astype(bool)
         rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in terms & EXTRA_TERMS.keys()})
+        alone = np.stack([isolate_region(image, m) for m in masks]) if no_shape is not None or judge is not None else None
         if no_shape is not None and "keep_judge" in terms:
-            rec["keep_judge"] = 1.0 - no_shape.probabilities(np.stack([isolate_region(image, m) for m in masks]))[:, -1]
+            rec["keep_judge"] = 1.0 - no_shape.probabilities(alone)[:, -1]
         if judge is not None:
-            plain = judge.probabilities(np.stack([isolate_region(image, m) for m in masks]))
+            plain = judge.probabilities(alone)
             full = judge.probabilities(np.stack([_stretched_silhouette(image, m) for m in masks]))
             rec.update(agree=plain[:, target], keep_stretched=full.max(1), agree_stretched=full[:, target])
 
