@@ -15,7 +15,7 @@ and mean IoU of the region each image would choose, beside the oracle (the best 
 
 Weights start from params ``searches.<--search>``; each ``--try`` overrides some (comma list of
 ``knob=value``; ``sam_fit_top=0`` = ``sam_fit`` of every candidate; ``w_solidity``, ``w_rarity``
-and the classifier probes ``w_agree``, ``w_keep_stretched``, ``w_agree_stretched`` weigh evidence
+and the classifier probes ``w_keep_stretched``, ``w_agree_stretched`` weigh evidence
 the search does not compute yet, see ``EXTRA_TERMS`` and ``PROBE_TERMS``; ``w_keep_judge`` weighs
 1 - p(no shape | silhouette) of the no-shape judge that ``--judge`` names, by default the
 ``train_judge`` stage's, params ``judge.checkpoint``; bench_judge.py trains others).
@@ -94,8 +94,9 @@ def _stretched_silhouette(image: np.ndarray, mask: np.ndarray, distance: float =
 
 # Evidence the search does not compute, tried offline from the stored masks (``--try w_solidity=1``).
 EXTRA_TERMS = {"solidity": _solidity, "rarity": _rarity}
-# ... and classifier probes of them: p(the explained class | silhouette) (``agree``), and ``keep`` /
-# ``agree`` of the silhouette at full contrast (``keep_stretched``, ``agree_stretched``).
+# ... and classifier probes of them: ``keep`` / ``agree`` of the silhouette at full contrast
+# (``keep_stretched``, ``agree_stretched``); ``agree`` itself for collections made before the search
+# measured it.
 PROBE_TERMS = ("agree", "keep_stretched", "agree_stretched")
 
 

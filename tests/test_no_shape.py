@@ -1,4 +1,5 @@
-"""The no-shape judge: its training, its verdict in the search's evidence, and loading it for a stage."""
+"""The no-shape judge: its training, its verdict in the search's evidence, and loading it for a stage;
+and the classifier's own verdict on the same silhouettes (``keep``, ``agree``)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,34 @@ def test_a_stage_loads_the_judge_only_when_a_search_weighs_it(tmp_path: Path) ->
     save_classifier(tmp_path / "judge.pt", with_no_shape_class(build_classifier(seed=0)))
     judge = load_fitted_judge(params, ["judged"])
     assert judge.fc.out_features == 6 and judge.camprompt_input_size == (H, W) and not judge.training
+
+
+def test_agree_is_the_silhouettes_probability_of_the_explained_class() -> None:
+    """``keep`` takes the best class of a silhouette; ``agree`` only the class the image is taken
+    for, so a blob that looks like some other shape scores low."""
+    image, shape = _scene()
+    blob = np.zeros_like(shape)
+    blob[2:8, 2:12] = True
+    judge = ClassifierJudge(ColourClassifier((250, 20, 200)), normalize)
+    alone = judge.probabilities(np.stack([isolate_region(image, m) for m in (shape, blob)]))
+    for target in (0, 2):
+        ev = judge.evidence([(image, np.stack([shape, blob]), target)])[0]
+        assert np.array_equal(ev["agree"], alone[:, target])
+        assert np.array_equal(ev["keep"], alone.max(1))
+    # ColourClassifier: class 0 = the shape's colour is present, class 2 = it is absent
+    assert alone[0, 0] > 0.5 > alone[1, 0] and alone[1, 2] > 0.5
+
+
+def test_the_search_weighs_agree() -> None:
+    image, shape = _scene()
+    blob = np.zeros_like(shape)
+    blob[2:8, 2:12] = True
+    # both silhouettes are confident shapes, but only the first is the class the image is taken for
+    evidence = {"drop": np.zeros(2), "cleared": np.zeros(2), "keep": np.array([0.8, 0.9]), "agree": np.array([0.8, 0.1])}
+
+    def choose(**knobs) -> np.ndarray:
+        cfg = SearchConfig(use_sam=False, w_flatness=0, w_ring=0, w_heat=0, w_heat_near=0, **knobs)
+        return RegionSearch(cfg, None)._choose(image, np.zeros((H, W)), [shape, blob], evidence).region
+
+    assert np.array_equal(choose(), blob)
+    assert np.array_equal(choose(w_keep=0.0, w_agree=1.0), shape)

@@ -105,7 +105,8 @@ class ClassifierJudge:
         ``drop`` = p(c|image) - p(c|region inpainted) (removing the object collapses its class),
         ``cleared`` = 1 - max_k p(k|region inpainted) (nothing shape-like is left once it is gone),
         ``keep`` = max_k p(k|the region's silhouette alone) (its outline alone is a confident shape;
-        the max over classes so that a misclassified image can still be segmented), and with a
+        the max over classes so that a misclassified image can still be segmented), ``agree`` =
+        p(c|the region's silhouette alone) (its outline is the shape the image is taken for), and with a
         ``no_shape`` judge (:mod:`camprompt.no_shape`, its last output "no shape") ``keep_judge`` =
         1 - p(no shape|the region's silhouette alone).
         """
@@ -129,6 +130,7 @@ class ClassifierJudge:
                 "drop": p[0, int(target)] - deleted[:, int(target)],
                 "cleared": 1.0 - deleted.max(axis=1, initial=0.0),
                 "keep": alone.max(axis=1, initial=0.0),
+                "agree": alone[:, int(target)],
             })
             start += 1 + 2 * m
         if self.no_shape is not None:

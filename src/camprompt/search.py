@@ -14,9 +14,9 @@ pixels are the object*, with no ground truth, in three steps:
    (:func:`camprompt.colour.region_features`) go on; SAM adds its three multimask proposals for an
    interior point of the best few (decoder only: a few ms each with cached embeddings).
 2. **Verify** with the classifier (:class:`camprompt.judge.ClassifierJudge`): does the class
-   collapse when the region is painted over, and is the region's silhouette alone a confident shape?
-   The classifier calls almost any closed blob a shape, so the no-shape judge
-   (:mod:`camprompt.no_shape`, trained to also answer "none") gives the silhouette's verdict.
+   collapse when the region is painted over, and is the region's silhouette alone the shape the
+   image is taken for? The classifier calls almost any closed blob a shape, so the no-shape judge
+   (:mod:`camprompt.no_shape`, trained to also answer "none") gives a second verdict on the silhouette.
 3. **Choose** the candidate with the highest weighted sum of all the evidence
    (:func:`score_candidates`; weights chosen on val). Among the ``sam_fit_top`` best, SAM has a say
    too: a whole object is what SAM itself cuts out from a point inside it, so the IoU of a candidate
@@ -74,6 +74,7 @@ class SearchConfig:
     w_drop: float = 0.5           # score weights (score_candidates), chosen on val images only
     w_cleared: float = 0.5
     w_keep: float = 2.0
+    w_agree: float = 0.0          # the silhouette's probability of the explained class (agree)
     w_heat: float = 0.5
     w_heat_near: float = 0.5
     w_flatness: float = 1.0
@@ -107,7 +108,7 @@ class SearchConfig:
 
 SEARCH_KNOBS = frozenset(f.name for f in fields(SearchConfig))
 CHEAP_TERMS = ("flatness", "ring", "heat", "heat_near")
-CLASSIFIER_TERMS = ("drop", "cleared", "keep")
+CLASSIFIER_TERMS = ("drop", "cleared", "keep", "agree")
 JUDGE_TERMS = ("keep_judge",)  # evidence of the no-shape judge, present only when the search has one
 
 
