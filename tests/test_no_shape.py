@@ -89,19 +89,31 @@ def test_judge_config_rejects_typos_and_bad_values(knobs: dict, message: str) ->
     assert JudgeConfig.from_params({"checkpoint": "data/judge.pt", "images": 10}).images == 10
 
 
-def test_the_verdict_is_one_minus_p_none_of_each_silhouette() -> None:
-    """ColourClassifier's last output is high where the shape's colour is absent: a stand-in judge
-    that calls the shape's silhouette a shape and a background blob's silhouette none."""
+def _shape_and_blob() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scene, its shape's mask and a background blob's mask (the two candidates of the tests below)."""
     image, shape = _scene()
     blob = np.zeros_like(shape)
     blob[2:8, 2:12] = True
+    return image, shape, blob
+
+
+def _choose(image: np.ndarray, candidates: list[np.ndarray], evidence: dict[str, np.ndarray], **knobs) -> np.ndarray:
+    """The region the search chooses from ``candidates`` given only the classifier/judge ``evidence``."""
+    cfg = SearchConfig(use_sam=False, w_flatness=0, w_ring=0, w_heat=0, w_heat_near=0, **knobs)
+    return RegionSearch(cfg, None)._choose(image, np.zeros((H, W)), candidates, evidence).region
+
+
+def test_the_verdict_is_one_minus_p_none_of_each_silhouette() -> None:
+    """ColourClassifier's last output is high where the shape's colour is absent: a stand-in judge
+    that calls the shape's silhouette a shape and a background blob's silhouette none."""
+    image, shape, blob = _shape_and_blob()
     masks = np.stack([shape, blob])
     plain = ClassifierJudge(ColourClassifier((250, 20, 200)), normalize).evidence([(image, masks, 0)])[0]
     assert "keep_judge" not in plain
     stand_in = ColourClassifier((250, 20, 200))
     judged = ClassifierJudge(ColourClassifier((250, 20, 200)), normalize, no_shape=stand_in).evidence(
         [(image, masks, 0), (image, masks[:0], 0), (image, masks[1:], 0)])
-    for key in ("drop", "cleared", "keep"):  # the classifier's own probes are unchanged
+    for key in ("drop", "cleared", "keep", "agree"):  # the classifier's own probes are unchanged
         assert np.array_equal(judged[0][key], plain[key])
     assert [len(ev["keep_judge"]) for ev in judged] == [2, 0, 1]
     assert judged[0]["keep_judge"][0] > 0.5 > judged[0]["keep_judge"][1]
@@ -111,19 +123,12 @@ def test_the_verdict_is_one_minus_p_none_of_each_silhouette() -> None:
 
 
 def test_the_search_weighs_the_judge_and_refuses_to_run_without_it() -> None:
-    image, shape = _scene()
-    blob = np.zeros_like(shape)
-    blob[2:8, 2:12] = True
+    image, shape, blob = _shape_and_blob()
     # the classifier is fooled (both silhouettes look like shapes); the judge is not
     evidence = {"drop": np.zeros(2), "cleared": np.zeros(2), "keep": np.array([0.8, 0.9]),
                 "keep_judge": np.array([0.9, 0.1])}
-
-    def choose(**knobs) -> np.ndarray:
-        cfg = SearchConfig(use_sam=False, w_flatness=0, w_ring=0, w_heat=0, w_heat_near=0, **knobs)
-        return RegionSearch(cfg, None)._choose(image, np.zeros((H, W)), [shape, blob], evidence).region
-
-    assert np.array_equal(choose(), blob)
-    assert np.array_equal(choose(w_keep=0.0, w_keep_judge=2.0), shape)
+    assert np.array_equal(_choose(image, [shape, blob], evidence), blob)
+    assert np.array_equal(_choose(image, [shape, blob], evidence, w_keep=0.0, w_keep_judge=2.0), shape)
     config = SearchConfig(use_sam=False, w_keep_judge=2.0)
     with pytest.raises(RuntimeError, match="no judge was given"):
         RegionSearch(config, ColourClassifier((250, 20, 200))).regions(image[None], np.zeros((1, H, W)), [0])
@@ -152,9 +157,7 @@ def test_a_stage_loads_the_judge_only_when_a_search_weighs_it(tmp_path: Path) ->
 def test_agree_is_the_silhouettes_probability_of_the_explained_class() -> None:
     """``keep`` takes the best class of a silhouette; ``agree`` only the class the image is taken
     for, so a blob that looks like some other shape scores low."""
-    image, shape = _scene()
-    blob = np.zeros_like(shape)
-    blob[2:8, 2:12] = True
+    image, shape, blob = _shape_and_blob()
     judge = ClassifierJudge(ColourClassifier((250, 20, 200)), normalize)
     alone = judge.probabilities(np.stack([isolate_region(image, m) for m in (shape, blob)]))
     for target in (0, 2):
@@ -166,15 +169,8 @@ def test_agree_is_the_silhouettes_probability_of_the_explained_class() -> None:
 
 
 def test_the_search_weighs_agree() -> None:
-    image, shape = _scene()
-    blob = np.zeros_like(shape)
-    blob[2:8, 2:12] = True
+    image, shape, blob = _shape_and_blob()
     # both silhouettes are confident shapes, but only the first is the class the image is taken for
     evidence = {"drop": np.zeros(2), "cleared": np.zeros(2), "keep": np.array([0.8, 0.9]), "agree": np.array([0.8, 0.1])}
-
-    def choose(**knobs) -> np.ndarray:
-        cfg = SearchConfig(use_sam=False, w_flatness=0, w_ring=0, w_heat=0, w_heat_near=0, **knobs)
-        return RegionSearch(cfg, None)._choose(image, np.zeros((H, W)), [shape, blob], evidence).region
-
-    assert np.array_equal(choose(), blob)
-    assert np.array_equal(choose(w_keep=0.0, w_agree=1.0), shape)
+    assert np.array_equal(_choose(image, [shape, blob], evidence), blob)
+    assert np.array_equal(_choose(image, [shape, blob], evidence, w_keep=0.0, w_agree=1.0), shape)
