@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,10 +27,10 @@ import yaml
 import camprompt.no_shape as no_shape
 
 from camprompt.artifacts import load_params
-from camprompt.classifier import save_classifier
-from camprompt.data import load_split
 from camprompt.no_shape import JudgeConfig
-from camprompt.stage_io import load_fitted_classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+from train_judge import train_judge  # noqa: E402  (the stage's own training, so that variants differ only in knobs)
 
 
 def recoloured(silhouettes: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -72,10 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
         no_shape.training_silhouettes = repainted
     t0 = time.perf_counter()
-    classifier = load_fitted_classifier(params)
-    split = load_split(params["data"]["root"], "train", config.images)
-    judge = no_shape.train_no_shape_judge(classifier, split, params["gradcam"]["configs"][config.cam], config, seed=seed)
-    save_classifier(args.out, judge, {**judge.camprompt_meta, "seed": seed, "config": knobs})
+    train_judge(params, knobs, seed, args.out)
     print(f"judge ({config}, seed {seed}) saved to {args.out} in {time.perf_counter() - t0:.0f} s")
 
 
