@@ -114,19 +114,22 @@ def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndar
     judge = ClassifierJudge(classifier, normalize) if probes else None
     targets = judge.probabilities(images).argmax(1) if judge is not None else np.zeros(len(images), int)
     for rec, image, target in zip(records, images, targets):
-        if rec is None or terms <= rec.keys():
+        missing = set() if rec is None else terms - rec.keys()  # a term the collection holds is not measured again
+        if not missing:
             continue
         if "masks" not in rec:
             raise SystemExit("this collection predates stored masks; delete its .pkl and collect again")
         masks = np.unpackbits(rec["masks"], axis=-1)[..., : image.shape[1]].astype(bool)
-        rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in terms & EXTRA_TERMS.keys()})
-        alone = np.stack([isolate_region(image, m) for m in masks]) if no_shape is not None or judge is not None else None
-        if no_shape is not None and "keep_judge" in terms:
-            rec["keep_judge"] = 1.0 - no_shape.probabilities(alone)[:, -1]
-        if judge is not None:
-            plain = judge.probabilities(alone)
+        rec.update({t: np.array([EXTRA_TERMS[t](image, m) for m in masks]) for t in missing & EXTRA_TERMS.keys()})
+        if missing & {"keep_judge", "agree"}:
+            alone = np.stack([isolate_region(image, m) for m in masks])
+            if "keep_judge" in missing:
+                rec["keep_judge"] = 1.0 - no_shape.probabilities(alone)[:, -1]
+            if "agree" in missing:
+                rec["agree"] = judge.probabilities(alone)[:, target]
+        if missing & {"keep_stretched", "agree_stretched"}:
             full = judge.probabilities(np.stack([_stretched_silhouette(image, m) for m in masks]))
-            rec.update(agree=plain[:, target], keep_stretched=full.max(1), agree_stretched=full[:, target])
+            rec.update(keep_stretched=full.max(1), agree_stretched=full[:, target])
 
 
 def variant_slice(params: dict, name: str, offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
