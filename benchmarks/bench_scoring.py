@@ -48,12 +48,12 @@ from camprompt.conventions import DEFAULT_CAM, point_pixels
 from camprompt.data import normalize
 from camprompt.denoise import filtered
 from camprompt.gradcam import compute_split_heatmaps
-from camprompt.judge import ClassifierJudge, check_no_shape_judge, isolate_region
+from camprompt.judge import ClassifierJudge, isolate_region
 from camprompt.metrics import iou
 from camprompt.placement import interior_points
 from camprompt.sam import load_predictor
 from camprompt.search import CHEAP_TERMS, CLASSIFIER_TERMS, JUDGE_TERMS, RegionSearch, SearchConfig
-from camprompt.stage_io import load_fitted_classifier
+from camprompt.stage_io import load_fitted_classifier, load_judge
 
 BENCH = Path("data/bench")
 TERMS = CHEAP_TERMS + CLASSIFIER_TERMS + ("sam_fit",)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         probe = load_fitted_classifier(params, args.checkpoint) if extra & set(PROBE_TERMS) else None
         judge_model = None
         if extra & set(JUDGE_TERMS):
-            judge_model = check_no_shape_judge(load_fitted_classifier(params, args.judge or params["judge"]["checkpoint"]))
+            judge_model = load_judge(params, args.judge)
         for name, records in data.items():
             add_extra_terms(records, variant_slice(params, name, args.offset, args.n)[0], extra, probe, judge_model)
     print(f"val[{args.offset}:{args.offset + args.n}], chosen region FG hit / IoU")

@@ -33,7 +33,8 @@ from camprompt.decision import Views
 from camprompt.report.tables import robustness_markdown
 from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
-from camprompt.stage_io import load_fitted_classifier
+from camprompt.stage_io import load_fitted_classifier, load_fitted_judge
+from camprompt.strategies import searches_of
 
 
 class DiskCachedPredictor:
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = args.strategies.split(",") if args.strategies else (rob.get("strategies") or list(params["strategies"]))
     strategies = {k: params["strategies"][k] for k in wanted}
     classifier = load_fitted_classifier(params)
+    judge = load_fitted_judge(params, searches_of(strategies))  # the train_judge stage's, as robust@V loads it
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                     Path(args.cache))
     summaries: dict[str, Any] = {}
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         arrays = SplitArrays(full.images[sl], full.masks[sl], full.labels[sl], full.names[sl])
         summaries[name], _ = evaluate_variant(arrays, classifier=classifier, predictor=predictor, views=views,
                                               cam_configs=params["gradcam"]["configs"], searches=params["searches"],
-                                              strategies=strategies)
+                                              strategies=strategies, judge=judge)
         predictor.save()
         print(f"{name}: {len(arrays)} val images [{sl.start}:{sl.stop}] in {time.perf_counter() - t0:.0f} s "
               f"({predictor.encoded} encoder runs so far)", flush=True)

@@ -523,7 +523,7 @@ strategies, searches = PARAMS["strategies"], PARAMS["searches"]
 build = lambda name, strategy: build_pipeline(name, strategy, predictor=predictor, classifier=model,
                                               cam_configs=cam_configs, search_configs=searches, judge=judge)
 found = {}  # the region search, once per search config, shared by every strategy that names it
-for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
+for search in searches_of(strategies):
     t0 = time.perf_counter()
     knobs = dict(searches[search])
     config = SearchConfig.from_params(knobs)

@@ -18,6 +18,7 @@ from camprompt.artifacts import load_params, save_arrays, write_json
 from camprompt.data import load_split
 from camprompt.decision import Views
 from camprompt.robustness import evaluate_variant
+from camprompt.strategies import searches_of
 from camprompt.stage_io import (
     ROBUSTNESS_ROOT,
     VARIANT_EMBEDDINGS_ROOT,
@@ -40,7 +41,7 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
                                         stage=f"variant_embeddings@{name}")
     classifier = load_fitted_classifier(params)
-    judge = load_fitted_judge(params, {s["search"] for s in strategies.values() if "search" in s})
+    judge = load_fitted_judge(params, searches_of(strategies))
     summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
                                      views=Views.from_params(params.get("decision")),
                                      cam_configs=params["gradcam"]["configs"], searches=params["searches"],

@@ -19,7 +19,7 @@ from camprompt.colour import colour_core, grow_region
 from camprompt.saliency import heatmap_seeds, is_flat
 from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points
 from camprompt.search import RegionSearch, SearchConfig
-from camprompt.strategies import build_pipeline
+from camprompt.strategies import build_pipeline, searches_of
 
 H, W = 48, 64
 CAMS = {"layer2": {"method": "gradcam", "layers": ["layer2"]}}
@@ -563,6 +563,9 @@ def test_build_pipeline_with_a_named_search() -> None:
     with pytest.raises(ValueError, match=r"\['n_fg'\] are placement knobs"):
         build_pipeline("s", {"pipeline": "foreground", "search": "bad"}, predictor=sam, cam_configs=CAMS,
                        search_configs={"bad": {"n_fg": 2}})
+    strategies = {"peak": {"pipeline": "gradcam_peak"}, "b": {"pipeline": "fg_bg", "search": "wide"},
+                  "a": {"pipeline": "foreground", "search": "wide"}, "c": {"pipeline": "foreground", "search": "narrow"}}
+    assert searches_of(strategies) == ["narrow", "wide"]  # each search runs once, shared by its strategies
 
 
 def test_gradcam_peak_prompts_the_heatmap_maximum() -> None:

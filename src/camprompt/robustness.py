@@ -165,13 +165,13 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     from camprompt.input_size import scale_search, working_size
     from camprompt.saliency import argmax_hit_rate
     from camprompt.search import RegionSearch, SearchConfig
-    from camprompt.strategies import build_pipeline
+    from camprompt.strategies import build_pipeline, searches_of
 
     images, gt = arrays.images, arrays.masks
     cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, progress=progress)
     decided, _ = decide(classifier, images, views or Views())
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for search in sorted({s["search"] for s in strategies.values() if "search" in s}):
+    for search in searches_of(strategies):
         knobs = dict(searches[search])
         config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
         choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,

@@ -33,6 +33,7 @@ __all__ = [
     "check_names",
     "load_heatmap",
     "load_fitted_classifier",
+    "load_judge",
     "load_fitted_judge",
     "load_attached_predictor",
     "PER_IMAGE_COLUMNS",
@@ -132,23 +133,30 @@ def load_fitted_classifier(params: Mapping[str, Any], checkpoint: str | Path | N
     return fit_input_size(model, trained_size(params["data"]))
 
 
-def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str]) -> Any:
-    """The no-shape judge of the ``train_judge`` stage (params ``judge.checkpoint``), loaded as the
-    classifier is (:func:`load_fitted_classifier`), when one of the search configs ``searches`` weighs
-    it (``w_keep_judge`` not 0); else None, and nothing is read."""
-    configs = params.get("searches") or {}
-    if not any(float((configs.get(name) or {}).get("w_keep_judge", 0.0)) for name in searches):
-        return None
+def load_judge(params: Mapping[str, Any], checkpoint: str | Path | None = None) -> Any:
+    """The no-shape judge at ``checkpoint`` (by default params ``judge.checkpoint``, the ``train_judge``
+    stage's), loaded as the classifier is (:func:`load_fitted_classifier`) and checked to be one."""
     from camprompt.judge import check_no_shape_judge
 
-    checkpoint = (params.get("judge") or {}).get("checkpoint")
+    checkpoint = checkpoint or (params.get("judge") or {}).get("checkpoint")
     if not checkpoint:
         raise ArtifactError("a search weighs the no-shape judge (w_keep_judge) but params judge.checkpoint is not set")
     path = Path(checkpoint)
     if not path.is_file():
-        raise ArtifactError(f"the no-shape judge's checkpoint {path} (params judge.checkpoint) does not exist; "
-                            "run `dvc repro train_judge`")
+        raise ArtifactError(f"the no-shape judge's checkpoint {path} does not exist; run `dvc repro train_judge` "
+                            "(or name another with params judge.checkpoint)")
     return check_no_shape_judge(load_fitted_classifier(params, path))
+
+
+def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str]) -> Any:
+    """:func:`load_judge` when one of the search configs ``searches`` (params ``searches.<name>``) weighs
+    the judge (``SearchConfig.w_keep_judge`` not 0); else None, and nothing is read."""
+    from camprompt.search import SearchConfig
+
+    configs = params.get("searches") or {}
+    if not any(SearchConfig.from_params(configs.get(name) or {}).w_keep_judge for name in searches):
+        return None
+    return load_judge(params)
 
 
 def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray, store: str | Path | None = None,

@@ -21,7 +21,7 @@ from camprompt.placement import PLACEMENT_KNOBS
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["PIPELINES", "build_pipeline", "resolve_strategy", "search_params"]
+__all__ = ["PIPELINES", "build_pipeline", "resolve_strategy", "search_params", "searches_of"]
 
 PIPELINES: dict[str, type[BasicSamPipeline]] = {
     "basic": BasicSamPipeline,
@@ -99,6 +99,12 @@ def search_params(search: str, search_configs: Mapping[str, Mapping[str, Any]] |
     if wrong:
         raise ValueError(f"searches.{search}: {wrong} are placement knobs; they belong to the strategies that name it")
     return found
+
+
+def searches_of(strategies: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The search configs that ``strategies`` name, sorted, each once: the region searches to run, one
+    shared by every strategy that names it."""
+    return sorted({str(s["search"]) for s in strategies.values() if "search" in s})
 
 
 def resolve_strategy(name: str, strategy_params: Mapping[str, Any],
