@@ -31,7 +31,7 @@ from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.data import SplitArrays
 from camprompt.decision import Views
 from camprompt.report.tables import robustness_markdown
-from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
+from camprompt.robustness import VariantSpec, evaluate_variant, evaluated_strategies, make_variant
 from camprompt.sam import load_predictor
 from camprompt.stage_io import load_fitted_classifier, load_fitted_judge
 from camprompt.strategies import searches_of
@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     specs = {"clean": VariantSpec.from_params("clean", {}),
              **{name: VariantSpec.from_params(name, v) for name, v in rob["variants"].items()}}
     names = args.variants.split(",") if args.variants else list(specs)
-    wanted = args.strategies.split(",") if args.strategies else (rob.get("strategies") or list(params["strategies"]))
-    strategies = {k: params["strategies"][k] for k in wanted}
+    try:
+        strategies = evaluated_strategies(params, args.strategies.split(",") if args.strategies else None)
+    except ValueError as exc:
+        raise SystemExit(f"--strategies: {exc}") from None
     classifier = load_fitted_classifier(params)
     judge = load_fitted_judge(params, searches_of(strategies))  # the train_judge stage's, as robust@V loads it
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),

@@ -17,7 +17,7 @@ from pathlib import Path
 from camprompt.artifacts import load_params, save_arrays, write_json
 from camprompt.data import load_split
 from camprompt.decision import Views
-from camprompt.robustness import evaluate_variant
+from camprompt.robustness import evaluate_variant, evaluated_strategies
 from camprompt.strategies import searches_of
 from camprompt.stage_io import (
     ROBUSTNESS_ROOT,
@@ -36,8 +36,7 @@ def main(name: str) -> None:
     variant_names(params, name)
     rob = params["robustness"]
     split = load_split(Path(VARIANT_ROOT) / name, rob["split"])
-    wanted = rob.get("strategies") or list(params["strategies"])
-    strategies = {k: params["strategies"][k] for k in wanted}
+    strategies = evaluated_strategies(params)
     predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
                                         stage=f"variant_embeddings@{name}")
     classifier = load_fitted_classifier(params)

@@ -15,7 +15,14 @@ import camprompt.data as data_mod
 from camprompt.data import SplitArrays, generate_dataset, load_split, write_split
 from camprompt.decision import Views, decide
 from camprompt.perturb import Perturbation, add_noise, jpeg_round_trip
-from camprompt.robustness import VariantSpec, evaluate_variant, ideal_points, make_variant, sam_ceiling
+from camprompt.robustness import (
+    VariantSpec,
+    evaluate_variant,
+    evaluated_strategies,
+    ideal_points,
+    make_variant,
+    sam_ceiling,
+)
 from camprompt.shapes import ShapeRules, colour_contrast, compose_image, render_coverage, render_shape
 
 DATA = {"backgrounds": "procedural", "width": 64, "height": 48}
@@ -132,6 +139,17 @@ def test_variant_specs_refuse_bad_params() -> None:
     for frame in ({"width": 32}, {"width": 32, "height": 0}, {"width": 32.5, "height": 32}, {"width": True, "height": 32}):
         with pytest.raises(ValueError, match="robustness.variants.x: width and height must both be whole numbers"):
             VariantSpec.from_params("x", {"generator": {}, **frame})
+
+
+def test_the_evaluated_strategies_are_the_named_ones_in_order() -> None:
+    strategies = {"basic": {"pipeline": "basic"}, "fg": {"pipeline": "foreground", "search": "s"},
+                  "peak": {"pipeline": "gradcam_peak"}}
+    params = {"strategies": strategies, "robustness": {"strategies": ["peak", "fg"]}}
+    assert list(evaluated_strategies(params)) == ["peak", "fg"]
+    assert list(evaluated_strategies(params, ["basic"])) == ["basic"]
+    assert evaluated_strategies({"strategies": strategies, "robustness": {}}) == strategies  # unset: all of them
+    with pytest.raises(ValueError, match=r"robustness strategies \['fb'\] are not in params `strategies`"):
+        evaluated_strategies(params, ["fg", "fb"])
 
 
 def test_a_degraded_variant_is_the_split_degraded(dataset: Path) -> None:

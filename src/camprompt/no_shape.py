@@ -33,7 +33,7 @@ from camprompt.data import SplitArrays, normalize
 from camprompt.devices import module_device
 from camprompt.gradcam import compute_split_heatmaps
 from camprompt.judge import NO_SHAPE, isolate_region
-from camprompt.metrics import iou
+from camprompt.metrics import iou_batch
 from camprompt.perturb import add_noise, jpeg_round_trip
 from camprompt.search import RegionSearch, SearchConfig
 
@@ -119,7 +119,8 @@ def training_silhouettes(split: SplitArrays, classifier: nn.Module, cam_config: 
     for image, heat, gt, label in tqdm(rows, total=len(images), desc="silhouettes", unit="img", disable=not progress,
                                        leave=False):
         cands = search.candidates(image, heat)
-        overlap = np.array([iou(c, gt) for c in cands])
+        stack = np.asarray(cands, bool).reshape(-1, *gt.shape)
+        overlap = iou_batch(stack, np.broadcast_to(gt, stack.shape))
         shapes = [gt] + [cands[i] for i in np.flatnonzero(overlap >= config.match_iou)[:1]]
         blobs = [cands[i] for i in rng.permutation(np.flatnonzero(overlap < config.miss_iou))[: config.blobs]]
         xs += [isolate_region(image, m) for m in shapes + blobs]
@@ -141,6 +142,7 @@ def train_no_shape_judge(classifier: nn.Module, split: SplitArrays, cam_config: 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(judge.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     inputs, labels = normalize(x), torch.from_numpy(y)
+    n_none = int((y == NO_SHAPE).sum())
     for epoch in range(config.epochs):
         judge.train()
         order, total = torch.randperm(len(labels), generator=gen), 0.0
@@ -156,7 +158,7 @@ def train_no_shape_judge(classifier: nn.Module, split: SplitArrays, cam_config: 
             total += loss.item() * len(idx)
         if progress:
             tqdm.write(f"judge epoch {epoch + 1}: loss {total / len(labels):.3f} on {len(labels)} silhouettes "
-                       f"({int((y == NO_SHAPE).sum())} none)")
+                       f"({n_none} none)")
     judge.camprompt_meta = {"kind": "no_shape_judge", "silhouettes": len(labels),  # type: ignore[assignment]
-                            "none": int((y == NO_SHAPE).sum())}
+                            "none": n_none}
     return judge.eval()

@@ -13,7 +13,7 @@ loss; the ceiling's own fall is SAM's.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
     from camprompt.decision import Views
 
-__all__ = ["VariantSpec", "make_variant", "ideal_points", "sam_ceiling", "StrategyRun", "evaluate_variant", "SUMMARY_KEYS"]
+__all__ = ["VariantSpec", "make_variant", "ideal_points", "sam_ceiling", "StrategyRun", "evaluated_strategies",
+           "evaluate_variant", "SUMMARY_KEYS"]
 
 #: The per-strategy numbers a variant's summary keeps (from :func:`camprompt.metrics.summarize`).
 SUMMARY_KEYS = ("fg_hit_rate", "bg_outside_rate", "iou_mean", "iou_median", "n_failures", "iou_per_class")
@@ -139,6 +140,16 @@ class StrategyRun:
     labels: np.ndarray
     masks: np.ndarray
     ious: np.ndarray
+
+
+def evaluated_strategies(params: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The strategies evaluated on every variant: ``names``, else params ``robustness.strategies``, else
+    all of params ``strategies``; each name must be a strategy."""
+    names = list(names or (params.get("robustness") or {}).get("strategies") or params["strategies"])
+    unknown = [n for n in names if n not in params["strategies"]]
+    if unknown:
+        raise ValueError(f"robustness strategies {unknown} are not in params `strategies`; known: {sorted(params['strategies'])}")
+    return {n: params["strategies"][n] for n in names}
 
 
 def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: Any,

@@ -47,9 +47,10 @@ class ForegroundPointsPipeline(CamSamPipeline):
 
     description = ("Grad-CAM says roughly where the evidence is; colour regions grown from its peaks and from a "
                    "grid, plus SAM's own proposals, are the candidate objects. The classifier's class should "
-                   "collapse when the object is painted over, and a copy of it trained to also answer 'no shape' "
-                   "judges the region's silhouette shown alone; one foreground point goes to the deepest pixel "
-                   "of the winner's own colour, as far from every edge as possible.")
+                   "collapse when the object is painted over, and the region's silhouette shown alone should read "
+                   "as that class to the classifier and as a shape to a copy of it trained to also answer 'no "
+                   "shape'; one foreground point goes to the deepest pixel of the winner's own colour, as far from "
+                   "every edge as possible.")
 
     #: Placement knobs this pipeline needs other than PlacementConfig's defaults, applied when omitted.
     default_knobs: Mapping[str, Any] = MappingProxyType({})
