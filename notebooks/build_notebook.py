@@ -537,6 +537,7 @@ pipelines, metrics, outputs = {}, {}, {}
 for name, strategy in strategies.items():
     t0 = time.perf_counter()
     pipe = pipelines[name] = build(name, strategy)
+    regions = None  # a region search's regions also guide the choice among SAM's masks
     if strategy["pipeline"] == "basic":
         coords, labels = pipe.points(x)
     elif strategy["pipeline"] == "gradcam_peak":
@@ -544,7 +545,8 @@ for name, strategy in strategies.items():
     else:
         search = strategy["search"]
         coords, labels = pipe.points(x, heatmaps=heatmaps[searches[search].get("cam", DEFAULT_CAM)], **found[search])
-    pred = pipe.segment(x, coords, labels).numpy()
+        regions = found[search]["regions"]
+    pred = pipe.segment(x, coords, labels, regions=regions).numpy()
     metrics[name], rows = summarize(pred, gt_masks, coords, labels, classes, class_names=CLASSES)
     outputs[name] = (coords, labels, pred, rows)
     print(f"{name}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s, mean IoU {metrics[name]['iou_mean']:.3f}")
