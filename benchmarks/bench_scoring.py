@@ -112,7 +112,11 @@ def add_extra_terms(records: list[dict[str, np.ndarray] | None], images: np.ndar
         raise ValueError("keep_judge needs the no-shape judge (--judge)")
     no_shape = ClassifierJudge(judge_model, normalize) if judge_model is not None else None
     judge = ClassifierJudge(classifier, normalize) if probes else None
-    targets = judge.probabilities(images).argmax(1) if judge is not None else np.zeros(len(images), int)
+    # the explained class, probed only for the images whose records still lack a probe term
+    targets = np.zeros(len(images), int)
+    probed = np.flatnonzero([rec is not None and bool(probes - rec.keys()) for rec in records])
+    if len(probed):
+        targets[probed] = judge.probabilities(images[probed]).argmax(1)
     for rec, image, target in zip(records, images, targets):
         missing = set() if rec is None else terms - rec.keys()  # a term the collection holds is not measured again
         if not missing:
