@@ -529,7 +529,7 @@ for search in searches_of(strategies):
     config = SearchConfig.from_params(knobs)
     finder = RegionSearch(config, model, predictor if config.use_sam else None, judge=judge, progress=True)
     choices = finder.regions(images, heatmaps[knobs.get("cam", DEFAULT_CAM)], preds)
-    found[search] = {"regions": np.stack([c.region for c in choices]), "seeds": np.stack([c.seed for c in choices])}
+    found[search] = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
     print(f"region search {search!r}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
 
 classes = [CLASSES[c] for c in test_split.labels[:N_EVAL]]
@@ -537,16 +537,9 @@ pipelines, metrics, outputs = {}, {}, {}
 for name, strategy in strategies.items():
     t0 = time.perf_counter()
     pipe = pipelines[name] = build(name, strategy)
-    regions = None  # a region search's regions also guide the choice among SAM's masks
-    if strategy["pipeline"] == "basic":
-        coords, labels = pipe.points(x)
-    elif strategy["pipeline"] == "gradcam_peak":
-        coords, labels = pipe.points(x, heatmaps=heatmaps[strategy["cam"]])
-    else:
-        search = strategy["search"]
-        coords, labels = pipe.points(x, heatmaps=heatmaps[searches[search].get("cam", DEFAULT_CAM)], **found[search])
-        regions = found[search]["regions"]
-    pred = pipe.segment(x, coords, labels, regions=regions).numpy()
+    search = found.get(strategy.get("search"))  # its regions also guide the choice among SAM's masks
+    coords, labels = strategy_points(pipe, strategy, images, heatmaps.get(strategy_cam(strategy, searches)), search)
+    pred, _ = pipe.segment_rgb(images, coords, labels, None if search is None else search[0])
     metrics[name], rows = summarize(pred, gt_masks, coords, labels, classes, class_names=CLASSES)
     outputs[name] = (coords, labels, pred, rows)
     print(f"{name}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s, mean IoU {metrics[name]['iou_mean']:.3f}")

@@ -14,8 +14,7 @@ from __future__ import annotations
 from camprompt.artifacts import ArtifactError, load_arrays, load_params, save_arrays
 from camprompt.data import load_split
 from camprompt.stage_io import check_names, load_heatmap, region_store, run_stage, strategy_dir, strategy_params
-from camprompt.conventions import DEFAULT_CAM
-from camprompt.strategies import build_pipeline
+from camprompt.strategies import build_pipeline, strategy_cam, strategy_points
 
 
 def main(name: str) -> None:
@@ -25,14 +24,8 @@ def main(name: str) -> None:
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     # Placement only: no SAM, no classifier, and no search config (its regions and heatmap are stored).
     pipeline = build_pipeline(name, strat, predictor=None, classifier=None, cam_configs=params["gradcam"]["configs"])
-    cam, extra = None, {}
-    if strat["pipeline"] == "basic":
-        coords, labels = pipeline.points_rgb(split.images)
-    elif strat["pipeline"] == "gradcam_peak":
-        cam = strat.get("cam", DEFAULT_CAM)
-        heat, _ = load_heatmap(params, cam, split.names)
-        coords, labels = pipeline.points_rgb(split.images, heatmaps=heat)  # type: ignore[call-arg]
-    else:
+    search, extra = None, {}
+    if strat["pipeline"] not in ("basic", "gradcam_peak"):
         if "search" not in strat:
             raise ArtifactError(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
                                 "the DVC pipeline runs each search once, in regions@C")
@@ -41,10 +34,11 @@ def main(name: str) -> None:
         check_names(rattrs.get("names"), split.names, path)
         if rattrs.get("params") != dict(params["searches"][strat["search"]]):
             raise ArtifactError(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
-        cam = rattrs["cam"]
-        heat, _ = load_heatmap(params, cam, split.names)
-        coords, labels = pipeline.points_rgb(split.images, heatmaps=heat, regions=found["regions"], seeds=found["seeds"])  # type: ignore[call-arg]
+        search = found["regions"], found["seeds"]
         extra["regions"] = found["regions"]  # for masks@S, which may choose SAM's mask by agreement with them
+    cam = strategy_cam(strat, params["searches"])
+    heat = None if cam is None else load_heatmap(params, cam, split.names)[0]
+    coords, labels = strategy_points(pipeline, strat, split.images, heat, search)
     attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam,
              "pipeline": type(pipeline).__name__, "description": pipeline.description}
     save_arrays(strategy_dir(name) / "points.zarr", {"coords": coords, "labels": labels, **extra}, attrs)

@@ -19,7 +19,7 @@ from camprompt.colour import colour_core, grow_region
 from camprompt.saliency import heatmap_seeds, is_flat
 from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points
 from camprompt.search import RegionSearch, SearchConfig
-from camprompt.strategies import build_pipeline, searches_of
+from camprompt.strategies import build_pipeline, searches_of, strategy_cam, strategy_points
 
 H, W = 48, 64
 CAMS = {"layer2": {"method": "gradcam", "layers": ["layer2"]}}
@@ -566,6 +566,43 @@ def test_build_pipeline_with_a_named_search() -> None:
     strategies = {"peak": {"pipeline": "gradcam_peak"}, "b": {"pipeline": "fg_bg", "search": "wide"},
                   "a": {"pipeline": "foreground", "search": "wide"}, "c": {"pipeline": "foreground", "search": "narrow"}}
     assert searches_of(strategies) == ["narrow", "wide"]  # each search runs once, shared by its strategies
+
+
+def test_strategy_points_place_each_kind_from_its_own_inputs() -> None:
+    """One rule places every strategy's points (the points stage, the robust stage and the notebook):
+    the heatmap of the strategy's own cam or its search's, and the search's regions when given."""
+    images, raw, masks = _batch(3)
+    searches = {"wide": {"cam": "layer3"}, "plain": {}}
+    assert strategy_cam({"pipeline": "basic"}, searches) is None
+    assert strategy_cam({"pipeline": "gradcam_peak"}, searches) == "layer2"  # the default cam
+    assert strategy_cam({"pipeline": "gradcam_peak", "cam": "layer3"}, searches) == "layer3"
+    assert strategy_cam({"pipeline": "fg_bg", "search": "wide", "n_bg": 3}, searches) == "layer3"
+    assert strategy_cam({"pipeline": "foreground", "search": "plain"}, searches) == "layer2"
+    assert strategy_cam({"pipeline": "foreground", "cam": "layer3"}, None) == "layer3"  # an inline search
+
+    heat = np.stack([_offset_heatmap(m) for m in masks])
+    basic = BasicSamPipeline(None)
+    np.testing.assert_array_equal(strategy_points(basic, {"pipeline": "basic"}, raw, heat)[0], basic.points_rgb(raw)[0])
+    peak = GradCAMPeakPipeline(None, None)
+    coords, _ = strategy_points(peak, {"pipeline": "gradcam_peak"}, raw, heat)
+    np.testing.assert_array_equal(coords, peak.points_rgb(raw, heatmaps=heat)[0])
+
+    full = _fg_pipeline(ForegroundBackgroundPipeline)
+    choices = full.regions(images, heatmaps=heat, targets=np.zeros(3, np.int64))
+    found = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+    placer = ForegroundBackgroundPipeline(None, None, placement=full.placement_config)  # no SAM, no classifier
+    strategy = {"pipeline": "fg_bg", "search": "wide"}
+    got = strategy_points(placer, strategy, raw, heat, found)
+    want = placer.points_rgb(raw, heatmaps=heat, regions=found[0], seeds=found[1])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    empty = found[0].copy()
+    empty[0] = False  # the regions are used: an image without one falls back to its seed
+    coords, labels = strategy_points(placer, strategy, raw, heat, (empty, found[1]))
+    np.testing.assert_allclose(coords[0][labels[0] == 1], found[1][:1])
+    assert not np.allclose(got[0][0][got[1][0] == 1][0], found[1][0])  # where its region gave another point
+    with pytest.raises(RuntimeError, match="needs the classifier"):
+        strategy_points(placer, strategy, raw, heat)  # no regions given: the pipeline must search itself
 
 
 def test_gradcam_peak_prompts_the_heatmap_maximum() -> None:

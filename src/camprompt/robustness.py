@@ -176,7 +176,7 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     from camprompt.input_size import scale_search, working_size
     from camprompt.saliency import argmax_hit_rate
     from camprompt.search import RegionSearch, SearchConfig
-    from camprompt.strategies import build_pipeline, searches_of
+    from camprompt.strategies import build_pipeline, searches_of, strategy_cam, strategy_points
 
     images, gt = arrays.images, arrays.masks
     cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, progress=progress)
@@ -200,16 +200,9 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     runs: dict[str, StrategyRun] = {}
     for name, strategy in strategies.items():
         pipe = build_pipeline(name, strategy, predictor=predictor, classifier=None, cam_configs=cam_configs)
-        regions = None
-        if strategy["pipeline"] == "basic":
-            coords, labels = pipe.points_rgb(images)
-        elif strategy["pipeline"] == "gradcam_peak":
-            coords, labels = pipe.points_rgb(images, heatmaps=cams.heatmaps[strategy.get("cam", DEFAULT_CAM)])  # type: ignore[call-arg]
-        else:
-            regions, seeds = found[strategy["search"]]
-            heat = cams.heatmaps[dict(searches[strategy["search"]]).get("cam", DEFAULT_CAM)]
-            coords, labels = pipe.points_rgb(images, heatmaps=heat, regions=regions, seeds=seeds)  # type: ignore[call-arg]
-        masks, _ = pipe.segment_rgb(images, coords, labels, regions)
+        cam, search = strategy_cam(strategy, searches), found.get(strategy.get("search"))
+        coords, labels = strategy_points(pipe, strategy, images, cams.heatmaps.get(cam), search)
+        masks, _ = pipe.segment_rgb(images, coords, labels, None if search is None else search[0])
         metrics, rows = summarize(masks, gt, coords, labels, classes, class_names=CLASSES)
         summary["strategies"][name] = {k: metrics[k] for k in SUMMARY_KEYS}
         runs[name] = StrategyRun(coords, labels, masks, np.array([r["iou"] for r in rows]))

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
+
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.pipelines import BasicSamPipeline, GradCAMPeakPipeline, SamLike
 from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundPointsPipeline
@@ -21,7 +23,8 @@ from camprompt.placement import PLACEMENT_KNOBS
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["PIPELINES", "build_pipeline", "resolve_strategy", "search_params", "searches_of"]
+__all__ = ["PIPELINES", "build_pipeline", "resolve_strategy", "search_params", "searches_of", "strategy_cam",
+           "strategy_points"]
 
 PIPELINES: dict[str, type[BasicSamPipeline]] = {
     "basic": BasicSamPipeline,
@@ -105,6 +108,32 @@ def searches_of(strategies: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The search configs that ``strategies`` name, sorted, each once: the region searches to run, one
     shared by every strategy that names it."""
     return sorted({str(s["search"]) for s in strategies.values() if "search" in s})
+
+
+def strategy_cam(strategy: Mapping[str, Any], search_configs: Mapping[str, Mapping[str, Any]] | None) -> str | None:
+    """The ``gradcam.configs`` entry whose heatmap a strategy's points read: None for the basic pipeline,
+    its own ``cam`` for gradcam_peak or an inline search, else the ``cam`` of the search it names."""
+    if strategy["pipeline"] == "basic":
+        return None
+    if "search" in strategy:
+        return str(dict((search_configs or {})[strategy["search"]]).get("cam", DEFAULT_CAM))
+    return str(strategy.get("cam", DEFAULT_CAM))
+
+
+def strategy_points(pipeline: BasicSamPipeline, strategy: Mapping[str, Any], images: np.ndarray,
+                    heatmap: np.ndarray | None = None,
+                    found: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(coords, labels) of one strategy's ``pipeline`` on uint8 RGB ``images``, as every evaluation places
+    them: the basic pipeline reads only the images; the others the heatmap of :func:`strategy_cam`
+    (None: computed, which needs the classifier); a region-search pipeline also its search's
+    ``found`` (regions, seeds), or it runs its own search when None."""
+    kind = strategy["pipeline"]
+    if kind == "basic":
+        return pipeline.points_rgb(images)
+    if kind == "gradcam_peak":
+        return pipeline.points_rgb(images, heatmaps=heatmap)  # type: ignore[call-arg]
+    regions, seeds = found if found is not None else (None, None)
+    return pipeline.points_rgb(images, heatmaps=heatmap, regions=regions, seeds=seeds)  # type: ignore[call-arg]
 
 
 def resolve_strategy(name: str, strategy_params: Mapping[str, Any],
