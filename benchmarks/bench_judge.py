@@ -16,9 +16,7 @@ natural colour pairs are background (a true shape of natural colours is then cal
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,9 +26,7 @@ import camprompt.no_shape as no_shape
 
 from camprompt.artifacts import load_params
 from camprompt.no_shape import JudgeConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from train_judge import train_judge  # noqa: E402  (the stage's own training, so that variants differ only in knobs)
+from camprompt.stage_io import train_judge
 
 
 def recoloured(silhouettes: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -78,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

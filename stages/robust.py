@@ -18,7 +18,6 @@ from camprompt.artifacts import load_params, save_arrays, write_json
 from camprompt.data import load_split
 from camprompt.decision import Views
 from camprompt.robustness import evaluate_variant, evaluated_strategies
-from camprompt.strategies import searches_of
 from camprompt.stage_io import (
     ROBUSTNESS_ROOT,
     VARIANT_EMBEDDINGS_ROOT,
@@ -29,6 +28,7 @@ from camprompt.stage_io import (
     run_stage,
     variant_names,
 )
+from camprompt.strategies import searches_of
 
 
 def main(name: str) -> None:

@@ -9,29 +9,9 @@ output, "none", fine-tuned on silhouettes of train images (the classifier itself
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
-from camprompt.artifacts import ArtifactError, load_params
-from camprompt.classifier import save_classifier
-from camprompt.data import load_split
-from camprompt.no_shape import JudgeConfig, train_no_shape_judge
-from camprompt.stage_io import load_fitted_classifier, run_stage
-
-
-def train_judge(params: Mapping[str, Any], judge_params: Mapping[str, Any], seed: int, out: str) -> Any:
-    """Train the judge of ``judge_params`` (params ``judge``, or a variant of it) from the fitted
-    classifier and the train split named in ``params``, and save it to ``out``; returns the judge.
-    ``benchmarks/bench_judge.py`` trains its variants through this too."""
-    config = JudgeConfig.from_params(judge_params)
-    cams = params["gradcam"]["configs"]
-    if config.cam not in cams:
-        raise ArtifactError(f"params judge.cam {config.cam!r} is not a gradcam config; known: {sorted(cams)}")
-    classifier = load_fitted_classifier(params)
-    split = load_split(params["data"]["root"], "train", config.images)
-    judge = train_no_shape_judge(classifier, split, cams[config.cam], config, seed=seed)
-    save_classifier(out, judge, {**judge.camprompt_meta, "seed": seed, "config": dict(judge_params)})
-    return judge
+from camprompt.artifacts import load_params
+from camprompt.stage_io import run_stage, train_judge
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What the DVC stages share: where each artifact lives, and loading stores checked against the split.
+"""What the DVC stages share: where each artifact lives, loading stores checked against the split, and
+loading (or, for the judge, training) the models that stages and benchmarks must see alike.
 
 Every check raises :class:`~camprompt.artifacts.ArtifactError` with a message that names the stage
 to re-run; :func:`run_stage` prints that message and exits non-zero instead of a traceback. Nothing
@@ -35,6 +36,7 @@ __all__ = [
     "load_fitted_classifier",
     "load_judge",
     "load_fitted_judge",
+    "train_judge",
     "load_attached_predictor",
     "PER_IMAGE_COLUMNS",
     "write_per_image",
@@ -157,6 +159,26 @@ def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str]) -> Any
     if not any(SearchConfig.from_params(configs.get(name) or {}).w_keep_judge for name in searches):
         return None
     return load_judge(params)
+
+
+def train_judge(params: Mapping[str, Any], judge_params: Mapping[str, Any], seed: int, out: str | Path) -> Any:
+    """Train the no-shape judge of ``judge_params`` (params ``judge``, or a variant of it) from the fitted
+    classifier and the train split named in ``params``, save it to ``out`` and return it. The
+    ``train_judge`` stage and ``benchmarks/bench_judge.py`` both train here, so a benchmark's judge
+    differs from the pipeline's only in the knobs it changes."""
+    from camprompt.classifier import save_classifier
+    from camprompt.data import load_split
+    from camprompt.no_shape import JudgeConfig, train_no_shape_judge
+
+    config = JudgeConfig.from_params(judge_params)
+    cams = params["gradcam"]["configs"]
+    if config.cam not in cams:
+        raise ArtifactError(f"params judge.cam {config.cam!r} is not a gradcam config; known: {sorted(cams)}")
+    classifier = load_fitted_classifier(params)
+    split = load_split(params["data"]["root"], "train", config.images)
+    judge = train_no_shape_judge(classifier, split, cams[config.cam], config, seed=seed)
+    save_classifier(out, judge, {**judge.camprompt_meta, "seed": seed, "config": dict(judge_params)})
+    return judge
 
 
 def load_attached_predictor(params: Mapping[str, Any], images: np.ndarray, store: str | Path | None = None,
