@@ -42,7 +42,7 @@ from bench_strategies import DiskCachedPredictor
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from camprompt.artifacts import load_params
+from camprompt.artifacts import atomic_path, load_params
 from camprompt.colour import colour_distance, median_colour, region_features
 from camprompt.conventions import DEFAULT_CAM, point_pixels
 from camprompt.data import normalize
@@ -216,9 +216,8 @@ def main(argv: list[str] | None = None) -> None:
                                                 Path(args.cache))
             records = collect(params, knobs, name, args.offset, args.n, classifier, predictor)
             predictor.save()
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(records))
-            tmp.replace(path)
+            with atomic_path(path) as tmp:  # makes data/bench/ on a fresh clone
+                tmp.write_bytes(pickle.dumps(records))
             print(f"{name}: collected in {time.perf_counter() - t0:.0f} s", flush=True)
         data[name] = pickle.loads(path.read_bytes())
     base = {t: float(getattr(cfg, f"w_{t}")) for t in (*TERMS, *JUDGE_TERMS)}

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from camprompt.artifacts import load_params, override_params, write_json
+from camprompt.artifacts import atomic_path, load_params, override_params, write_json
 from camprompt.data import SplitArrays
 from camprompt.decision import Views
 from camprompt.report.tables import robustness_markdown
@@ -61,10 +61,8 @@ class DiskCachedPredictor:
 
     def save(self) -> None:
         if self.encoded:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_name(f".{self.cache.stem}.tmp.npz")
-            np.savez(tmp, **self.store)
-            tmp.replace(self.cache)
+            with atomic_path(self.cache) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+                np.savez(f, **self.store)
 
 
 def main(argv: list[str] | None = None) -> None:

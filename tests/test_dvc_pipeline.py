@@ -311,3 +311,35 @@ def test_interrupted_repro_leaves_no_partial_artifact_and_resumes(tiny_repo: Pat
     ran = _ran_stages(_dvc(tiny_repo, "repro").stdout)
     assert must <= ran <= pending | {"robustness"}, ran
     assert json.loads((tiny_repo / "metrics" / f"{name}.json").read_text())["n_images"] == 4
+
+
+def _bench(repo: Path, script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=repo, env=_env(), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_the_benchmarks_that_choose_knobs_run_on_the_built_dag(tiny_repo: Path, tmp_path: Path) -> None:
+    """bench_strategies.py and bench_scoring.py, where the knobs are chosen on val, run on the DAG's own
+    classifier, judge and SAM model. A benchmark that falls out of step with the library (bench_strategies
+    once called evaluate_variant without the judge the searches weigh) fails here, not in a session
+    that needs its numbers."""
+    _dvc(tiny_repo, "repro")
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    drawn = next(k for k, v in params["robustness"]["variants"].items() if "generator" in v)
+    cache, out = tmp_path / "embeddings.npz", tmp_path / "strategies.json"
+    _bench(tiny_repo, "bench_strategies.py", "--offset", "3", "--n", "2", "--variants", f"clean,{drawn}",
+           "--cache", str(cache), "--json", str(out))
+    found = json.loads(out.read_text())["variants"]
+    assert list(found) == ["clean", drawn]
+    names = params["robustness"].get("strategies") or list(params["strategies"])
+    for summary in found.values():
+        assert summary["n_images"] == 2 and sorted(summary["strategies"]) == sorted(names)
+        assert all(0.0 <= s["iou_mean"] <= 1.0 for s in summary["strategies"].values())
+    assert cache.is_file()  # the embeddings persist for the next run
+
+    table = _bench(tiny_repo, "bench_scoring.py", "--variants", "clean", "--offset", "3", "--n", "2",
+                   "--cache", str(cache), "--try", "w_agree=0.5")
+    rows = [line.split()[0] for line in table.splitlines() if "clean " in line and " / " in line]
+    assert rows == ["oracle", "params", "w_agree=0.5"], table
