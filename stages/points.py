@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from camprompt.artifacts import ArtifactError, load_arrays, load_params, save_arrays
 from camprompt.data import load_split
+from camprompt.search_pipelines import ForegroundPointsPipeline
 from camprompt.stage_io import check_names, load_heatmap, region_store, run_stage, strategy_dir, strategy_params
 from camprompt.strategies import build_pipeline, strategy_cam, strategy_points
 
@@ -25,7 +26,7 @@ def main(name: str) -> None:
     # Placement only: no SAM, no classifier, and no search config (its regions and heatmap are stored).
     pipeline = build_pipeline(name, strat, predictor=None, classifier=None, cam_configs=params["gradcam"]["configs"])
     search, extra = None, {}
-    if strat["pipeline"] not in ("basic", "gradcam_peak"):
+    if isinstance(pipeline, ForegroundPointsPipeline):  # a region-search pipeline: place from regions@C
         if "search" not in strat:
             raise ArtifactError(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
                                 "the DVC pipeline runs each search once, in regions@C")
