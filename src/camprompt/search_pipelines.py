@@ -25,6 +25,7 @@ from camprompt.data import check_normalized, denormalize
 from camprompt.metrics import iou_batch
 from camprompt.pipelines import CamSamPipeline, SamLike
 from camprompt.placement import PlacementConfig, RegionChoice, background_points, foreground_points, pack_points
+from camprompt.placement import region_box
 
 if TYPE_CHECKING:  # torch and the search are imported where they run
     from torch import Tensor, nn
@@ -50,7 +51,7 @@ class ForegroundPointsPipeline(CamSamPipeline):
                    "collapse when the object is painted over, and the region's silhouette shown alone should read "
                    "as that class to the classifier and as a shape to a copy of it trained to also answer 'no "
                    "shape'; one foreground point goes to the deepest pixel of the winner's own colour, as far from "
-                   "every edge as possible.")
+                   "every edge as possible, and SAM also sees the winner's bounding box.")
 
     #: Placement knobs this pipeline needs other than PlacementConfig's defaults, applied when omitted.
     default_knobs: Mapping[str, Any] = MappingProxyType({})
@@ -170,6 +171,11 @@ class ForegroundPointsPipeline(CamSamPipeline):
         return pack_points([self.foreground_points(image, choice) for image, choice in zip(uint8, choices)])
 
     # -- masks --------------------------------------------------------------------------------
+    def prompt_box(self, region: np.ndarray) -> np.ndarray | None:
+        """The chosen region's bounding box widened by ``box_margin`` px (None: no box, or no region)."""
+        margin = self.placement_config.box_margin
+        return None if margin is None else region_box(region, margin)
+
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
                     coords: np.ndarray, labels: np.ndarray, region: np.ndarray | None = None) -> int:
         """Keep the proposal that honours the prompts and looks like one solid object.
