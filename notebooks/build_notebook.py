@@ -479,7 +479,8 @@ ground truth, no user), each with its own `__call__(images)`: `ForegroundPointsP
 foreground points only, `ForegroundBackgroundPipeline` adds background points. The point search
 (propose candidate regions around the heatmap's peaks, verify them with the classifier, let SAM
 re-rank the best few, place points deep inside the winner) is the `search` and `placement` code below;
-their docstrings explain each step.
+their docstrings explain each step. SAM answers the points alone and the points with the winner's
+bounding box, and the pipeline keeps one mask of the six it proposes.
 """
 
 JUDGE_MD = """

@@ -336,7 +336,7 @@ def test_region_box_bounds_the_region_widened_and_clipped() -> None:
 
 
 class RecordingSam(FakeSam):
-    """FakeSam that records each decode's box; ``predict_many`` decodes points only, as camprompt's backends."""
+    """FakeSam that records each decode's box and, like SAM, keeps its masks inside a box it is given."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -345,29 +345,54 @@ class RecordingSam(FakeSam):
 
     def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
         self.boxes.append(None if box is None else np.asarray(box).tolist())
-        return super().predict(point_coords, point_labels, box, multimask_output)
+        masks, ious, low = super().predict(point_coords, point_labels, box, multimask_output)
+        if box is not None:
+            x0, y0, x1, y1 = np.asarray(box, int)
+            inside = np.zeros_like(masks[0])
+            inside[y0 : y1 + 1, x0 : x1 + 1] = True
+            masks = masks & inside
+        return masks, ious, low
 
-    def predict_many(self, images, point_coords, point_labels, multimask_output=True):
+    def predict_many(self, images, point_coords, point_labels, multimask_output=True, *, boxes=None):
         self.many_calls += 1
-        for image, c, lab in zip(images, point_coords, point_labels):
+        for image, c, lab, box in zip(images, point_coords, point_labels, boxes or [None] * len(images)):
             self.set_image(image)
-            yield self.predict(point_coords=c, point_labels=lab, multimask_output=multimask_output)
+            yield self.predict(point_coords=c, point_labels=lab, box=box, multimask_output=multimask_output)
+
+
+class LoopSam(RecordingSam):
+    """RecordingSam with ``SamPredictor``'s interface only (no ``predict_many``)."""
+
+    predict_many = None
 
 
 @pytest.mark.parametrize("cls", [ForegroundPointsPipeline, ForegroundBackgroundPipeline])
-def test_box_margin_adds_the_regions_box_to_the_prompt(cls) -> None:
+@pytest.mark.parametrize("sam_cls", [RecordingSam, LoopSam])
+def test_box_margin_pools_the_answers_with_and_without_the_regions_box(cls, sam_cls) -> None:
     _, raw, masks = _batch(3)
     regions = masks.copy()
+    for region in regions[:2]:  # the shape's left part: a region whose box would cut SAM's mask
+        region[:, int(np.median(np.nonzero(region)[1])) :] = False
     regions[2] = False  # no region found: points only for that image
-    coords = np.array([[[np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()]] for m in masks], np.float32)
+    coords = np.array([[[np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()]] for m in (*regions[:2], masks[2])],
+                      np.float32)
     labels = np.ones((3, 1), np.int64)
     n_bg = 2 if cls is ForegroundBackgroundPipeline else 0
-    for margin, many in ((None, 1), (1, 0)):
-        sam = RecordingSam()
+    for margin in (None, 1):
+        sam = sam_cls()
         pipe = cls(sam, None, placement=PlacementConfig(n_bg=n_bg, box_margin=margin))
-        pipe.segment_rgb(raw, coords, labels, regions)
-        want = [None if margin is None else region_box(r, margin).tolist() for r in regions[:2]]
-        assert sam.boxes == [*want, None] and sam.many_calls == many
+        seen: list[int] = []
+        select = pipe.select_mask
+        pipe.select_mask = lambda image, proposals, *rest: seen.append(len(proposals)) or select(image, proposals, *rest)
+        got, _ = pipe.segment_rgb(raw, coords, labels, regions)
+        boxes = [] if margin is None else [region_box(r, margin).tolist() for r in regions[:2]]
+        assert sam.boxes == ([None] * 3 if margin is None else [None, boxes[0], None, boxes[1], None])
+        assert seen == ([3] * 3 if margin is None else [6, 6, 3])  # one pool of both answers per boxed image
+        assert sam.many_calls == (sam_cls is RecordingSam)
+        if sam_cls is LoopSam:
+            assert sam.set_calls == 3  # each image set once, however many prompts it gets
+        # the pool keeps the points-only answer that the tight box would have cut
+        np.testing.assert_array_equal(got, masks)
     sam = RecordingSam()
     cls(sam, None, placement=PlacementConfig(n_bg=n_bg, box_margin=1)).segment_rgb(raw, coords, labels)
     assert sam.boxes == [None] * 3  # without the regions there is no box to give
@@ -635,6 +660,8 @@ def test_strategy_points_place_each_kind_from_its_own_inputs() -> None:
     assert strategy_cam({"pipeline": "fg_bg", "search": "wide", "n_bg": 3}, searches) == "layer3"
     assert strategy_cam({"pipeline": "foreground", "search": "plain"}, searches) == "layer2"
     assert strategy_cam({"pipeline": "foreground", "cam": "layer3"}, None) == "layer3"  # an inline search
+    with pytest.raises(ValueError, match="search 'wdie' is not in params `searches`; known: \\['plain', 'wide'\\]"):
+        strategy_cam({"pipeline": "foreground", "search": "wdie"}, searches)
 
     heat = np.stack([_offset_heatmap(m) for m in masks])
     basic = BasicSamPipeline(None)

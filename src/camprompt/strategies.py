@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
-
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.pipelines import BasicSamPipeline, GradCAMPeakPipeline, SamLike
 from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundPointsPipeline
 from camprompt.placement import PLACEMENT_KNOBS
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
 __all__ = ["PIPELINES", "build_pipeline", "resolve_strategy", "search_params", "searches_of", "strategy_cam",
@@ -116,7 +115,8 @@ def strategy_cam(strategy: Mapping[str, Any], search_configs: Mapping[str, Mappi
     if strategy["pipeline"] == "basic":
         return None
     if "search" in strategy:
-        return str(dict((search_configs or {})[strategy["search"]]).get("cam", DEFAULT_CAM))
+        kind = f"with pipeline {strategy['pipeline']}"
+        return str(search_params(str(strategy["search"]), search_configs, strategy=kind).get("cam", DEFAULT_CAM))
     return str(strategy.get("cam", DEFAULT_CAM))
 
 

@@ -285,22 +285,26 @@ class BaseSamPredictor:
                              return_logits, self._decode)
 
     def predict_many(self, images: Sequence[np.ndarray] | np.ndarray, point_coords: Sequence[Any], point_labels: Sequence[Any],
-                     multimask_output: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """``set_image(images[i])`` + ``predict(point_coords[i], point_labels[i])`` for each image, in order.
+                     multimask_output: bool = True, *, boxes: Sequence[Any] | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``set_image(images[i])`` + ``predict(point_coords[i], point_labels[i], boxes[i])`` for each image, in order.
 
         Yields what :meth:`predict` returns, image by image; the current image is left as it was.
-        Why: the pipelines decode hundreds of images from cached embeddings, and a backend may decode
-        several at once (:attr:`decode_workers` threads sharing :meth:`_concurrent_decode`); the
-        masks are the ones the loop would give.
+        ``boxes``: one (4,) box or None per image (None: points only). Why: the pipelines decode
+        hundreds of images from cached embeddings, and a backend may decode several at once
+        (:attr:`decode_workers` threads sharing :meth:`_concurrent_decode`); the masks are the ones
+        the loop would give.
         """
-        if not len(images) == len(point_coords) == len(point_labels):
-            raise ValueError(f"{len(images)} images, {len(point_coords)} point sets and {len(point_labels)} label sets")
+        boxes = [None] * len(images) if boxes is None else boxes
+        if not len(images) == len(point_coords) == len(point_labels) == len(boxes):
+            raise ValueError(f"{len(images)} images, {len(point_coords)} point sets, {len(point_labels)} label sets "
+                             f"and {len(boxes)} boxes; give one of each per image")
         concurrent = self.decode_workers > 1 and len(images) > 1
         decode = self._concurrent_decode() if concurrent else self._decode
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             emb = self._embedding(self.view(images[i]))
-            return self._predict(emb, point_coords[i], point_labels[i], None, None, multimask_output, False, decode)
+            return self._predict(emb, point_coords[i], point_labels[i], boxes[i], None, multimask_output, False, decode)
 
         if not concurrent:
             yield from map(one, range(len(images)))
