@@ -144,12 +144,16 @@ def test_variant_specs_refuse_bad_params() -> None:
 def test_the_evaluated_strategies_are_the_named_ones_in_order() -> None:
     strategies = {"basic": {"pipeline": "basic"}, "fg": {"pipeline": "foreground", "search": "s"},
                   "peak": {"pipeline": "gradcam_peak"}}
-    params = {"strategies": strategies, "robustness": {"strategies": ["peak", "fg"]}}
+    params = {"strategies": strategies, "searches": {"s": {}}, "robustness": {"strategies": ["peak", "fg"]}}
     assert list(evaluated_strategies(params)) == ["peak", "fg"]
     assert list(evaluated_strategies(params, ["basic"])) == ["basic"]
-    assert evaluated_strategies({"strategies": strategies, "robustness": {}}) == strategies  # unset: all of them
+    assert evaluated_strategies({**params, "robustness": {}}) == strategies  # unset: all of them
     with pytest.raises(ValueError, match=r"robustness strategies \['fb'\] are not in params `strategies`"):
         evaluated_strategies(params, ["fg", "fb"])
+    typo = {**params, "searches": {"t": {}}}  # fg names search "s", which is not there
+    with pytest.raises(ValueError, match=r"strategy 'fg': search 's' is not in params `searches`; known: \['t'\]"):
+        evaluated_strategies(typo)
+    assert list(evaluated_strategies(typo, ["peak"])) == ["peak"]  # only the evaluated strategies are checked
 
 
 def test_a_degraded_variant_is_the_split_degraded(dataset: Path) -> None:

@@ -144,12 +144,19 @@ class StrategyRun:
 
 def evaluated_strategies(params: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, Any]:
     """The strategies evaluated on every variant: ``names``, else params ``robustness.strategies``, else
-    all of params ``strategies``; each name must be a strategy."""
+    all of params ``strategies``; each name must be a strategy, and each search one names a params
+    ``searches`` entry (checked here, before any variant is loaded or searched)."""
+    from camprompt.strategies import search_params
+
     names = list(names or (params.get("robustness") or {}).get("strategies") or params["strategies"])
     unknown = [n for n in names if n not in params["strategies"]]
     if unknown:
         raise ValueError(f"robustness strategies {unknown} are not in params `strategies`; known: {sorted(params['strategies'])}")
-    return {n: params["strategies"][n] for n in names}
+    chosen = {n: params["strategies"][n] for n in names}
+    for name, strategy in chosen.items():
+        if "search" in strategy:
+            search_params(str(strategy["search"]), params.get("searches"), strategy=name)
+    return chosen
 
 
 def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: Any,
