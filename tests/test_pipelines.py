@@ -385,8 +385,10 @@ def test_box_margin_pools_the_answers_with_and_without_the_regions_box(cls, sam_
         select = pipe.select_mask
         pipe.select_mask = lambda image, proposals, *rest: seen.append(len(proposals)) or select(image, proposals, *rest)
         got, _ = pipe.segment_rgb(raw, coords, labels, regions)
-        boxes = [] if margin is None else [region_box(r, margin).tolist() for r in regions[:2]]
-        assert sam.boxes == ([None] * 3 if margin is None else [None, boxes[0], None, boxes[1], None])
+        # each boxed image: the points alone, then the points + box
+        want = [None] * 3 if margin is None else [None, region_box(regions[0], margin).tolist(),
+                                                  None, region_box(regions[1], margin).tolist(), None]
+        assert sam.boxes == want
         assert seen == ([3] * 3 if margin is None else [6, 6, 3])  # one pool of both answers per boxed image
         assert sam.many_calls == (1 if sam_cls is RecordingSam else 0)  # one batched call, pool and all
         if sam_cls is LoopSam:
