@@ -8,6 +8,12 @@ overridden, for ``bench_scoring.py --judge`` to score on val slices the DAG does
     python benchmarks/bench_scoring.py --variants clean,jpeg75,jpeg75_noise4,foreign --offset 200 --n 100 \\
         --judge data/bench/judge_seed1.pt
 
+``--param KEY=VALUE`` overrides the params the judge is trained from, e.g. a candidate classifier of
+``bench_recipe.py`` and the train split it was trained on:
+
+    python benchmarks/bench_judge.py --param train.checkpoint=data/bench/clf_var5.pt \
+        --param data.root=data/bench/recipe_var5 --out data/bench/judge_var5.pt
+
 ``--recolour P`` tries a change to the recipe: each training silhouette's two colours are replaced,
 with probability P, by a random pair at least 60 apart in RGB, so that the judge cannot learn that
 natural colour pairs are background (a true shape of natural colours is then called none).
@@ -24,7 +30,7 @@ import yaml
 
 import camprompt.no_shape as no_shape
 
-from camprompt.artifacts import load_params
+from camprompt.artifacts import load_params, override_params
 from camprompt.no_shape import JudgeConfig
 from camprompt.stage_io import train_judge
 
@@ -50,10 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=None, help="default: params seed")
     ap.add_argument("--set", dest="knobs", action="append", default=[], help="judge knob=value (repeatable)")
     ap.add_argument("--recolour", type=float, default=0.0, help="share of silhouettes repainted in random colours")
+    ap.add_argument("--param", action="append", default=[], help="params KEY=VALUE override (repeatable)")
     ap.add_argument("--out", default="data/bench/judge.pt")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    params = load_params()
+    try:
+        params = override_params(load_params(), args.param)
+    except ValueError as exc:
+        raise SystemExit(f"--param {exc}") from None
     knobs = dict(params["judge"])
     for item in args.knobs:
         key, value = item.split("=")

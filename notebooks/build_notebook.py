@@ -530,7 +530,7 @@ for search in searches_of(strategies):
     config = SearchConfig.from_params(knobs)
     finder = RegionSearch(config, model, predictor if config.use_sam else None, judge=judge, progress=True)
     choices = finder.regions(images, heatmaps[knobs.get("cam", DEFAULT_CAM)], preds)
-    found[search] = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+    found[search] = stack_choices(choices)
     print(f"region search {search!r}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
 
 classes = [CLASSES[c] for c in test_split.labels[:N_EVAL]]
@@ -539,7 +539,7 @@ for name, strategy in strategies.items():
     t0 = time.perf_counter()
     pipe = pipelines[name] = build(name, strategy)
     search = found.get(strategy.get("search"))  # its regions also give SAM a box and guide the choice of mask
-    coords, labels = strategy_points(pipe, strategy, images, heatmaps.get(strategy_cam(strategy, searches)), search)
+    coords, labels = strategy_points(pipe, strategy, images, heatmaps.get(strategy_cam(name, strategy, searches)), search)
     pred, _ = pipe.segment_rgb(images, coords, labels, None if search is None else search[0])
     metrics[name], rows = summarize(pred, gt_masks, coords, labels, classes, class_names=CLASSES)
     outputs[name] = (coords, labels, pred, rows)

@@ -37,7 +37,7 @@ def main(name: str) -> None:
             raise ArtifactError(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
         search = found["regions"], found["seeds"]
         extra["regions"] = found["regions"]  # for masks@S, which may choose SAM's mask by agreement with them
-    cam = strategy_cam(strat, params["searches"])
+    cam = strategy_cam(name, strat, params["searches"])
     heat = None if cam is None else load_heatmap(params, cam, split.names)[0]
     coords, labels = strategy_points(pipeline, strat, split.images, heat, search)
     attrs = {"names": list(split.names), "strategy": name, "params": strat, "split": ev["split"], "cam": cam,

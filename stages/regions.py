@@ -19,6 +19,7 @@ from camprompt.artifacts import ArtifactError, load_params, save_arrays
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.data import load_split
 from camprompt.input_size import scale_search, trained_size
+from camprompt.placement import stack_choices
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import (
     load_attached_predictor,
@@ -48,8 +49,8 @@ def main(search: str) -> None:
     judge = load_fitted_judge(params, [search])
     choices = RegionSearch(config, classifier, predictor, judge=judge, progress=True).regions(split.images, heat, preds)
     h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
-    regions = np.stack([c.region for c in choices]) if choices else np.zeros((0, h, w), bool)
-    seeds = np.stack([c.seed for c in choices]).astype(np.float32) if choices else np.zeros((0, 2), np.float32)
+    regions, seeds = stack_choices(choices, (h, w))
+    seeds = seeds.astype(np.float32)
     attrs = {"names": list(split.names), "search": search, "params": dict(searches[search]), "cam": cam, "split": ev["split"]}
     save_arrays(region_store(search), {"regions": regions, "seeds": seeds}, attrs, chunk_rows=256)
     found = int(regions.reshape(len(regions), -1).any(1).sum())

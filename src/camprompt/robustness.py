@@ -23,7 +23,7 @@ import numpy as np
 from camprompt.data import SplitArrays, generate_dataset, load_split, normalize
 from camprompt.metrics import iou_batch, summarize
 from camprompt.perturb import Perturbation
-from camprompt.placement import interior_points
+from camprompt.placement import interior_points, stack_choices
 from camprompt.shapes import CLASSES, ShapeRules
 
 if TYPE_CHECKING:
@@ -192,9 +192,9 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     for search in searches_of(strategies):
         knobs = dict(searches[search])
         config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
-        choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
-                               progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
-        found[search] = (np.stack([c.region for c in choices]), np.stack([c.seed for c in choices]))
+        found[search] = stack_choices(RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
+                                                   progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)],
+                                                                              cams.preds))
     classes = [CLASSES[int(c)] for c in arrays.labels]
     summary: dict[str, Any] = {
         "n_images": len(images),
@@ -207,7 +207,7 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     runs: dict[str, StrategyRun] = {}
     for name, strategy in strategies.items():
         pipe = build_pipeline(name, strategy, predictor=predictor, classifier=None, cam_configs=cam_configs)
-        cam, search = strategy_cam(strategy, searches), found.get(strategy.get("search"))
+        cam, search = strategy_cam(name, strategy, searches), found.get(strategy.get("search"))
         coords, labels = strategy_points(pipe, strategy, images, cams.heatmaps.get(cam), search)
         masks, _ = pipe.segment_rgb(images, coords, labels, None if search is None else search[0])
         metrics, rows = summarize(masks, gt, coords, labels, classes, class_names=CLASSES)

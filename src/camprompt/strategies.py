@@ -109,14 +109,13 @@ def searches_of(strategies: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return sorted({str(s["search"]) for s in strategies.values() if "search" in s})
 
 
-def strategy_cam(strategy: Mapping[str, Any], search_configs: Mapping[str, Mapping[str, Any]] | None) -> str | None:
-    """The ``gradcam.configs`` entry whose heatmap a strategy's points read: None for the basic pipeline,
-    its own ``cam`` for gradcam_peak or an inline search, else the ``cam`` of the search it names."""
+def strategy_cam(name: str, strategy: Mapping[str, Any], search_configs: Mapping[str, Mapping[str, Any]] | None) -> str | None:
+    """The ``gradcam.configs`` entry whose heatmap strategy ``name``'s points read: None for the basic
+    pipeline, its own ``cam`` for gradcam_peak or an inline search, else the ``cam`` of the search it names."""
     if strategy["pipeline"] == "basic":
         return None
     if "search" in strategy:
-        kind = f"with pipeline {strategy['pipeline']}"
-        return str(search_params(str(strategy["search"]), search_configs, strategy=kind).get("cam", DEFAULT_CAM))
+        return str(search_params(str(strategy["search"]), search_configs, strategy=name).get("cam", DEFAULT_CAM))
     return str(strategy.get("cam", DEFAULT_CAM))
 
 
