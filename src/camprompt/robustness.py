@@ -192,9 +192,9 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     for search in searches_of(strategies):
         knobs = dict(searches[search])
         config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
-        found[search] = stack_choices(RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
-                                                   progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)],
-                                                                              cams.preds))
+        choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
+                               progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
+        found[search] = stack_choices(choices)
     classes = [CLASSES[int(c)] for c in arrays.labels]
     summary: dict[str, Any] = {
         "n_images": len(images),
