@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
 import camprompt.no_shape as no_shape
 
@@ -60,14 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="data/bench/judge.pt")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    try:
-        params = override_params(load_params(), args.param)
+    try:  # --set K=V is --param judge.K=V; JudgeConfig.from_params checks the knobs' names
+        params = override_params(load_params(), [*args.param, *(f"judge.{item}" for item in args.knobs)])
     except ValueError as exc:
-        raise SystemExit(f"--param {exc}") from None
+        raise SystemExit(f"--param/--set {exc}") from None
     knobs = dict(params["judge"])
-    for item in args.knobs:
-        key, value = item.split("=")
-        knobs[key] = yaml.safe_load(value)  # numbers as numbers; JudgeConfig.from_params checks the names
     config = JudgeConfig.from_params(knobs)
     seed = params.get("seed", 0) if args.seed is None else args.seed
     if args.recolour:  # the library's recipe, its silhouettes repainted before training
