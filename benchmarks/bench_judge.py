@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         params = override_params(load_params(), [*args.param, *(f"judge.{item}" for item in args.knobs)])
     except ValueError as exc:
         raise SystemExit(f"--param/--set {exc}") from None
-    knobs = dict(params["judge"])
-    config = JudgeConfig.from_params(knobs)
+    config = JudgeConfig.from_params(params["judge"])  # a typo fails here, before any training
     seed = params.get("seed", 0) if args.seed is None else args.seed
     if args.recolour:  # the library's recipe, its silhouettes repainted before training
         made = no_shape.training_silhouettes
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
         no_shape.training_silhouettes = repainted
     t0 = time.perf_counter()
-    train_judge(params, knobs, seed, args.out)
+    train_judge(params, params["judge"], seed, args.out)
     print(f"judge ({config}, seed {seed}) saved to {args.out} in {time.perf_counter() - t0:.0f} s")
 
 
