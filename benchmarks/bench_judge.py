@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
         no_shape.training_silhouettes = repainted
     t0 = time.perf_counter()
-    train_judge(params, params["judge"], seed, args.out)
+    train_judge(params, seed, args.out)
     print(f"judge ({config}, seed {seed}) saved to {args.out} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -16,12 +16,11 @@ from camprompt.stage_io import run_stage, train_judge
 
 def main() -> None:
     params = load_params()
-    judge_params = dict(params["judge"])
-    seed = int(params.get("seed", 0))
+    out = params["judge"]["checkpoint"]
     start = time.perf_counter()
-    judge = train_judge(params, judge_params, seed, judge_params["checkpoint"])
+    judge = train_judge(params, int(params.get("seed", 0)), out)
     print(f"train_judge: {judge.camprompt_meta['silhouettes']} silhouettes ({judge.camprompt_meta['none']} none) "
-          f"in {time.perf_counter() - start:.0f} s -> {judge_params['checkpoint']}")
+          f"in {time.perf_counter() - start:.0f} s -> {out}")
 
 
 if __name__ == "__main__":

@@ -161,11 +161,12 @@ def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str]) -> Any
     return load_judge(params)
 
 
-def train_judge(params: Mapping[str, Any], judge_params: Mapping[str, Any], seed: int, out: str | Path) -> Any:
-    """Train the no-shape judge of ``judge_params`` (params ``judge``, or a variant of it) from the fitted
-    classifier and the train split named in ``params``, save it to ``out`` and return it. The
-    ``train_judge`` stage and ``benchmarks/bench_judge.py`` both train here, so a benchmark's judge
-    differs from the pipeline's only in the knobs it changes."""
+def train_judge(params: Mapping[str, Any], seed: int, out: str | Path) -> Any:
+    """Train the no-shape judge of params ``judge`` from the fitted classifier and the train split named
+    in ``params``, save it to ``out`` and return it. The ``train_judge`` stage and
+    ``benchmarks/bench_judge.py`` (with its overrides applied to ``params``) both train here, so a
+    benchmark's judge differs from the pipeline's only in the knobs it changes."""
+    judge_params = params["judge"]
     from camprompt.classifier import save_classifier
     from camprompt.data import load_split
     from camprompt.no_shape import JudgeConfig, train_no_shape_judge
