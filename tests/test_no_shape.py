@@ -15,7 +15,8 @@ from camprompt.classifier import build_classifier, save_classifier
 from camprompt.data import CLASSES, generate_dataset, load_split, normalize
 from camprompt.input_size import fit_input_size
 from camprompt.judge import NO_SHAPE, ClassifierJudge, check_no_shape_judge, isolate_region
-from camprompt.no_shape import JudgeConfig, degraded_copies, train_no_shape_judge, with_no_shape_class
+from camprompt.no_shape import (JudgeConfig, degraded_copies, frame_cut, frame_cuts, train_no_shape_judge,
+                                 training_silhouettes, with_no_shape_class)
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import load_fitted_judge
 
@@ -82,11 +83,58 @@ def test_degraded_copies_keep_a_third_clean_and_repeat(train_split) -> None:
     ({"blobs": -1}, "blobs must be >= 0"),
     ({"miss_iou": 0.9, "match_iou": 0.8}, "miss_iou < match_iou"),
     ({"lr": 0.0}, "lr must be > 0"),
+    ({"cut": 1.5}, "cut is a share of the shape silhouettes, 0..1"),
+    ({"cut_inside": [0.9, 0.5]}, r"cut_inside must be \[low, high\] with 0 < low <= high < 1"),
+    ({"cut_inside": [0.5, 1.0]}, "cut_inside must be"),
 ])
 def test_judge_config_rejects_typos_and_bad_values(knobs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         JudgeConfig.from_params(knobs)
     assert JudgeConfig.from_params({"checkpoint": "data/judge.pt", "images": 10}).images == 10
+
+
+def _square_silhouette() -> np.ndarray:
+    """A two-colour picture: a 10x10 square at rows 10-19, columns 20-29 on a flat background."""
+    picture = np.full((H, W, 3), (10, 20, 30), np.uint8)
+    picture[10:20, 20:30] = (200, 100, 50)
+    return picture
+
+
+@pytest.mark.parametrize(("side", "kept_cols", "kept_rows"), [
+    (0, slice(0, 6), slice(10, 20)),    # left: 6 of 10 columns stay
+    (1, slice(W - 6, W), slice(10, 20)),
+    (2, slice(20, 30), slice(0, 6)),    # up: 6 of 10 rows stay
+    (3, slice(20, 30), slice(H - 6, H)),
+])
+def test_frame_cut_moves_the_shape_out_until_the_share_is_left(side: int, kept_cols: slice, kept_rows: slice) -> None:
+    picture = _square_silhouette()
+    cut = frame_cut(picture, 0.65, side)  # at most 65 of 100 pixels: 6 columns or rows of 10
+    expected = np.full_like(picture, (10, 20, 30))
+    expected[kept_rows, kept_cols] = (200, 100, 50)
+    assert cut is not None and cut.dtype == np.uint8 and np.array_equal(cut, expected)
+    assert frame_cut(np.full_like(picture, 7), 0.65, side) is None  # one colour: nothing to cut
+
+
+def test_frame_cuts_copy_a_share_of_the_shapes_only_and_repeat_with_the_rng() -> None:
+    shape = _square_silhouette()
+    pictures = np.stack([shape, shape, shape, np.full_like(shape, 9)])
+    labels = np.array([1, NO_SHAPE, 2, 3])
+    xs, ys = frame_cuts(pictures, labels, JudgeConfig(cut=1.0), np.random.default_rng(0))
+    assert ys == [1, 2]  # every shape silhouette once; none for "none" or a one-colour picture
+    for x in xs:  # at most cut_inside's high end (0.85) of the 100 pixels left, whole columns or rows of 10
+        assert 0 < (x == (200, 100, 50)).all(-1).sum() <= 85
+    again, _ = frame_cuts(pictures, labels, JudgeConfig(cut=1.0), np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(xs, again))
+    assert frame_cuts(pictures, labels, JudgeConfig(cut=0.0), np.random.default_rng(0)) == ([], [])
+
+
+def test_training_silhouettes_add_cut_copies_and_keep_the_others(train_split) -> None:
+    classifier = _classifier()
+    plain_x, plain_y = training_silhouettes(train_split, classifier, CAM, JudgeConfig(images=6), seed=1)
+    cut_x, cut_y = training_silhouettes(train_split, classifier, CAM, JudgeConfig(images=6, cut=1.0), seed=1)
+    n = len(plain_y)
+    assert np.array_equal(cut_x[:n], plain_x) and np.array_equal(cut_y[:n], plain_y)
+    assert len(cut_y) - n == int((plain_y != NO_SHAPE).sum()) and (cut_y[n:] != NO_SHAPE).all()
 
 
 def _shape_and_blob() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

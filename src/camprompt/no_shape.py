@@ -9,7 +9,10 @@ outscores a faint true shape. This judge is a copy of the classifier with a sixt
 * each shape's own mask, and a colour region of the search that matches it (its class);
 * up to ``blobs`` colour regions of the search that miss the shape (``none``);
 * a third of the images as they are, a third through a JPEG round trip, a third JPEG and noise --
-  the degradations under which the wrong regions win.
+  the degradations under which the wrong regions win;
+* with ``cut``, second copies of some shape silhouettes moved until the frame cuts them
+  (:func:`frame_cut`): another author may let the frame cut a shape more than ours does, and a
+  judge that never saw a cut shape calls one "none".
 
 Ground truth labels only these training silhouettes, as it labels the classifier's training images;
 at use the judge sees nothing but the image. The search weighs its 1 - p(none | silhouette) as the
@@ -22,6 +25,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,7 +41,12 @@ from camprompt.metrics import iou_batch
 from camprompt.perturb import add_noise, jpeg_round_trip
 from camprompt.search import RegionSearch, SearchConfig
 
-__all__ = ["JudgeConfig", "with_no_shape_class", "degraded_copies", "training_silhouettes", "train_no_shape_judge"]
+__all__ = ["JudgeConfig", "with_no_shape_class", "degraded_copies", "frame_cut", "frame_cuts", "training_silhouettes",
+           "train_no_shape_judge"]
+
+#: Offset of the seed of the cut copies' random stream (apart from the blobs' draws, so that ``cut``
+#: adds silhouettes without changing the others).
+CUT_STREAM = 2000
 
 @dataclass(frozen=True)
 class JudgeConfig:
@@ -54,6 +63,8 @@ class JudgeConfig:
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 1e-4
+    cut: float = 0.0            # share of the shape silhouettes also shown cut by the frame (frame_cut)
+    cut_inside: tuple[float, float] = (0.55, 0.85)  # ... keeping a share of the shape drawn from this range
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JudgeConfig:
@@ -68,6 +79,11 @@ class JudgeConfig:
             raise ValueError(f"judge needs 0 <= miss_iou < match_iou <= 1, got {cfg.miss_iou}, {cfg.match_iou}")
         if cfg.lr <= 0:
             raise ValueError(f"judge lr must be > 0, got {cfg.lr}")
+        if not 0.0 <= cfg.cut <= 1.0:
+            raise ValueError(f"judge cut is a share of the shape silhouettes, 0..1, got {cfg.cut}")
+        if len(cfg.cut_inside) != 2 or not 0.0 < cfg.cut_inside[0] <= cfg.cut_inside[1] < 1.0:
+            raise ValueError(f"judge cut_inside must be [low, high] with 0 < low <= high < 1 (the share of a cut "
+                             f"shape left in the frame), got {list(cfg.cut_inside)}")
         return cfg
 
 
@@ -95,6 +111,43 @@ def degraded_copies(images: np.ndarray, config: JudgeConfig, rng: np.random.Gene
         if i % 3 == 2:
             out[i] = add_noise(out[i], config.noise, rng)
     return out
+
+
+def frame_cut(silhouette: np.ndarray, inside: float, side: int) -> np.ndarray | None:
+    """A two-colour ``silhouette`` (:func:`camprompt.judge.isolate_region`) moved towards one side of the
+    frame (0 left, 1 right, 2 up, 3 down) by the fewest pixels that leave at most ``inside`` of its
+    shape in the frame; uncovered pixels take the background colour (the picture's most common).
+    None when the picture shows no shape (one colour)."""
+    colours, counts = np.unique(silhouette.reshape(-1, 3), axis=0, return_counts=True)
+    background = colours[np.argmax(counts)]
+    rows, cols = np.nonzero((silhouette != background).any(axis=-1))
+    if not len(rows):
+        return None
+    h, w = silhouette.shape[:2]
+    room = (cols, w - 1 - cols, rows, h - 1 - rows)[side]  # a pixel leaves once moved further than its room
+    # the fewest pixels d with at most `inside` of the shape's pixels having room >= d
+    d = int(np.sort(room)[::-1][int(np.floor(inside * len(room)))]) + 1
+    dx, dy = ((-d, 0), (d, 0), (0, -d), (0, d))[side]
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(silhouette, move, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=tuple(int(c) for c in background))
+
+
+def frame_cuts(silhouettes: np.ndarray, labels: np.ndarray, config: JudgeConfig,
+               rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
+    """Cut copies (:func:`frame_cut`) of a ``config.cut`` share of the shape silhouettes (not of the
+    "none" ones), each towards a random side, keeping a random share in ``config.cut_inside``."""
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    for silhouette, label in zip(silhouettes, labels):
+        if label == NO_SHAPE or rng.random() >= config.cut:
+            continue
+        if (silhouette == silhouette[0, 0]).all():  # one colour: no shape to cut
+            continue
+        inside, side = rng.uniform(*config.cut_inside), int(rng.integers(4))
+        xs.append(frame_cut(silhouette, inside, side))
+        ys.append(int(label))
+    return xs, ys
 
 
 def training_silhouettes(split: SplitArrays, classifier: nn.Module, cam_config: dict[str, Any], config: JudgeConfig,
@@ -125,6 +178,9 @@ def training_silhouettes(split: SplitArrays, classifier: nn.Module, cam_config: 
         blobs = [cands[i] for i in rng.permutation(np.flatnonzero(overlap < config.miss_iou))[: config.blobs]]
         xs += [isolate_region(image, m) for m in shapes + blobs]
         ys += [int(label)] * len(shapes) + [NO_SHAPE] * len(blobs)
+    if config.cut:
+        cut_xs, cut_ys = frame_cuts(np.stack(xs), np.asarray(ys), config, np.random.default_rng(seed + CUT_STREAM))
+        xs, ys = xs + cut_xs, ys + cut_ys
     return np.stack(xs), np.asarray(ys, np.int64)
 
 
