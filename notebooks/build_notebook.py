@@ -490,8 +490,9 @@ The search's silhouette probe needs a network that can say "no shape here": the 
 saw images holding a shape and calls almost any closed blob one. `train_no_shape_judge` (the
 `no_shape` code above) fine-tunes a copy of the classifier with a sixth output, `none`, on two-colour
 silhouettes of *training* images -- each shape's own mask, and background colour regions of the search
-that miss it -- some of them JPEG-compressed and noisy, and some shapes moved until the frame cuts them
-(another author's frame may cut a shape more than ours). The classifier itself is unchanged.
+that miss it -- some of them JPEG-compressed and noisy, some shapes moved until the frame cuts them and
+some painted closer to their background (another author may cut shapes more, or paint them fainter, than
+ours). The classifier itself is unchanged.
 """
 
 JUDGE = """

@@ -15,8 +15,8 @@ from camprompt.classifier import build_classifier, save_classifier
 from camprompt.data import CLASSES, generate_dataset, load_split, normalize
 from camprompt.input_size import fit_input_size
 from camprompt.judge import NO_SHAPE, ClassifierJudge, check_no_shape_judge, isolate_region
-from camprompt.no_shape import (JudgeConfig, degraded_copies, frame_cut, frame_cuts, train_no_shape_judge,
-                                 training_silhouettes, with_no_shape_class)
+from camprompt.no_shape import (JudgeConfig, degraded_copies, faded, faded_copies, frame_cut, frame_cuts,
+                                 train_no_shape_judge, training_silhouettes, with_no_shape_class)
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import load_fitted_judge
 
@@ -86,6 +86,9 @@ def test_degraded_copies_keep_a_third_clean_and_repeat(train_split) -> None:
     ({"cut": 1.5}, "cut is a share of the shape silhouettes, 0..1"),
     ({"cut_inside": [0.9, 0.5]}, r"cut_inside must be \[low, high\] with 0 < low <= high < 1"),
     ({"cut_inside": [0.5, 1.0]}, "cut_inside must be"),
+    ({"fade": -0.1}, "fade is a share of the shape silhouettes, 0..1"),
+    ({"fade_contrast": [0, 60]}, r"fade_contrast must be \[low, high\] with 0 < low <= high"),
+    ({"fade_contrast": [60, 20]}, "fade_contrast must be"),
 ])
 def test_judge_config_rejects_typos_and_bad_values(knobs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -128,13 +131,39 @@ def test_frame_cuts_copy_a_share_of_the_shapes_only_and_repeat_with_the_rng() ->
     assert frame_cuts(pictures, labels, JudgeConfig(cut=0.0), np.random.default_rng(0)) == ([], [])
 
 
-def test_training_silhouettes_add_cut_copies_and_keep_the_others(train_split) -> None:
+def test_faded_moves_the_fill_towards_the_background_to_the_contrast() -> None:
+    picture = _square_silhouette()  # fill (200, 100, 50) on (10, 20, 30): 207.1 apart
+    out = faded(picture, 30.0)
+    assert out is not None and np.array_equal(out[0, 0], (10, 20, 30))
+    assert (out[10:20, 20:30] == out[15, 25]).all() and (out[:10] == (10, 20, 30)).all()
+    step = out[15, 25].astype(float) - (10, 20, 30)
+    assert abs(np.linalg.norm(step) - 30.0) < 1.0  # rounded to whole RGB steps
+    assert np.allclose(step / np.linalg.norm(step), np.subtract((190, 80, 20), 0) / 207.1, atol=0.03)  # same direction
+    assert np.array_equal(faded(picture, 300.0), picture)  # closer already: unchanged
+    assert faded(np.full_like(picture, 7), 30.0) is None  # one colour: no shape to fade
+
+
+def test_faded_copies_take_a_share_of_the_shapes_only() -> None:
+    shape = _square_silhouette()
+    pictures = np.stack([shape, shape, shape, np.full_like(shape, 9)])
+    labels = np.array([1, NO_SHAPE, 2, 3])
+    xs, ys = faded_copies(pictures, labels, JudgeConfig(fade=1.0, fade_contrast=(20.0, 40.0)), np.random.default_rng(0))
+    assert ys == [1, 2]  # every shape silhouette once; none for "none" or a one-colour picture
+    for x in xs:
+        assert 19.0 <= np.linalg.norm(x[15, 25].astype(float) - (10, 20, 30)) <= 41.0
+    assert faded_copies(pictures, labels, JudgeConfig(fade=0.0), np.random.default_rng(0)) == ([], [])
+
+
+@pytest.mark.parametrize("knob", ["cut", "fade"])
+def test_training_silhouettes_add_copies_of_the_shapes_and_keep_the_others(train_split, knob: str) -> None:
     classifier = _classifier()
     plain_x, plain_y = training_silhouettes(train_split, classifier, CAM, JudgeConfig(images=6), seed=1)
-    cut_x, cut_y = training_silhouettes(train_split, classifier, CAM, JudgeConfig(images=6, cut=1.0), seed=1)
+    more_x, more_y = training_silhouettes(train_split, classifier, CAM, JudgeConfig(images=6, **{knob: 1.0}), seed=1)
     n = len(plain_y)
-    assert np.array_equal(cut_x[:n], plain_x) and np.array_equal(cut_y[:n], plain_y)
-    assert len(cut_y) - n == int((plain_y != NO_SHAPE).sum()) and (cut_y[n:] != NO_SHAPE).all()
+    assert np.array_equal(more_x[:n], plain_x) and np.array_equal(more_y[:n], plain_y)
+    assert len(more_y) - n == int((plain_y != NO_SHAPE).sum()) and (more_y[n:] != NO_SHAPE).all()
+    both_x, _ = training_silhouettes(train_split, classifier, CAM, JudgeConfig(images=6, cut=1.0, fade=1.0), seed=1)
+    assert len(both_x) == n + 2 * (len(more_y) - n)  # each knob copies the plain silhouettes
 
 
 def _shape_and_blob() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,7 +12,9 @@ outscores a faint true shape. This judge is a copy of the classifier with a sixt
   the degradations under which the wrong regions win;
 * with ``cut``, second copies of some shape silhouettes moved until the frame cuts them
   (:func:`frame_cut`): another author may let the frame cut a shape more than ours does, and a
-  judge that never saw a cut shape calls one "none".
+  judge that never saw a cut shape calls one "none";
+* with ``fade``, copies of some shape silhouettes in a fainter fill (:func:`faded`): another author
+  may paint a shape closer to its background than our contrast rule allows.
 
 Ground truth labels only these training silhouettes, as it labels the classifier's training images;
 at use the judge sees nothing but the image. The search weighs its 1 - p(none | silhouette) as the
@@ -22,6 +24,7 @@ evidence ``keep_judge`` (:class:`camprompt.judge.ClassifierJudge`, ``w_keep_judg
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +44,13 @@ from camprompt.metrics import iou_batch
 from camprompt.perturb import add_noise, jpeg_round_trip
 from camprompt.search import RegionSearch, SearchConfig
 
-__all__ = ["JudgeConfig", "with_no_shape_class", "degraded_copies", "frame_cut", "frame_cuts", "training_silhouettes",
-           "train_no_shape_judge"]
+__all__ = ["JudgeConfig", "with_no_shape_class", "degraded_copies", "frame_cut", "frame_cuts", "faded", "faded_copies",
+           "training_silhouettes", "train_no_shape_judge"]
 
-#: Offset of the seed of the cut copies' random stream (apart from the blobs' draws, so that ``cut``
-#: adds silhouettes without changing the others).
+#: Offsets of the seeds of the cut and the faded copies' random streams (apart from the blobs' draws
+#: and each other's, so that ``cut`` and ``fade`` add silhouettes without changing the others).
 CUT_STREAM = 2000
+FADE_STREAM = 6000
 
 @dataclass(frozen=True)
 class JudgeConfig:
@@ -65,6 +69,8 @@ class JudgeConfig:
     weight_decay: float = 1e-4
     cut: float = 0.0            # share of the shape silhouettes also shown cut by the frame (frame_cut)
     cut_inside: tuple[float, float] = (0.55, 0.85)  # ... keeping a share of the shape drawn from this range
+    fade: float = 0.0           # share of the shape silhouettes also shown in a fainter fill (faded)
+    fade_contrast: tuple[float, float] = (20.0, 60.0)  # ... at an RGB distance to the background from this range
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JudgeConfig:
@@ -84,6 +90,11 @@ class JudgeConfig:
         if len(cfg.cut_inside) != 2 or not 0.0 < cfg.cut_inside[0] <= cfg.cut_inside[1] < 1.0:
             raise ValueError(f"judge cut_inside must be [low, high] with 0 < low <= high < 1 (the share of a cut "
                              f"shape left in the frame), got {list(cfg.cut_inside)}")
+        if not 0.0 <= cfg.fade <= 1.0:
+            raise ValueError(f"judge fade is a share of the shape silhouettes, 0..1, got {cfg.fade}")
+        if len(cfg.fade_contrast) != 2 or not 0.0 < cfg.fade_contrast[0] <= cfg.fade_contrast[1]:
+            raise ValueError(f"judge fade_contrast must be [low, high] with 0 < low <= high (RGB distances, "
+                             f"0..441), got {list(cfg.fade_contrast)}")
         return cfg
 
 
@@ -113,16 +124,25 @@ def degraded_copies(images: np.ndarray, config: JudgeConfig, rng: np.random.Gene
     return out
 
 
-def frame_cut(silhouette: np.ndarray, inside: float, side: int) -> np.ndarray | None:
-    """A two-colour ``silhouette`` (:func:`camprompt.judge.isolate_region`) moved towards one side of the
-    frame (0 left, 1 right, 2 up, 3 down) by the fewest pixels that leave at most ``inside`` of its
-    shape in the frame; uncovered pixels take the background colour (the picture's most common).
-    None when the picture shows no shape (one colour)."""
+def _background_and_shape(silhouette: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The background colour (the picture's most common) and the shape's pixels (bool (H,W)) of a
+    two-colour ``silhouette`` (:func:`camprompt.judge.isolate_region`); None for one colour (no shape)."""
     colours, counts = np.unique(silhouette.reshape(-1, 3), axis=0, return_counts=True)
-    background = colours[np.argmax(counts)]
-    rows, cols = np.nonzero((silhouette != background).any(axis=-1))
-    if not len(rows):
+    if len(colours) < 2:
         return None
+    background = colours[np.argmax(counts)]
+    return background, (silhouette != background).any(axis=-1)
+
+
+def frame_cut(silhouette: np.ndarray, inside: float, side: int) -> np.ndarray | None:
+    """A two-colour ``silhouette`` moved towards one side of the frame (0 left, 1 right, 2 up, 3 down)
+    by the fewest pixels that leave at most ``inside`` of its shape in the frame; uncovered pixels take
+    the background colour. None when the picture shows no shape (one colour)."""
+    split = _background_and_shape(silhouette)
+    if split is None:
+        return None
+    background, shape = split
+    rows, cols = np.nonzero(shape)
     h, w = silhouette.shape[:2]
     room = (cols, w - 1 - cols, rows, h - 1 - rows)[side]  # a pixel leaves once moved further than its room
     # the fewest pixels d with at most `inside` of the shape's pixels having room >= d
@@ -133,21 +153,60 @@ def frame_cut(silhouette: np.ndarray, inside: float, side: int) -> np.ndarray | 
                           borderValue=tuple(int(c) for c in background))
 
 
-def frame_cuts(silhouettes: np.ndarray, labels: np.ndarray, config: JudgeConfig,
-               rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
-    """Cut copies (:func:`frame_cut`) of a ``config.cut`` share of the shape silhouettes (not of the
-    "none" ones), each towards a random side, keeping a random share in ``config.cut_inside``."""
+def faded(silhouette: np.ndarray, contrast: float) -> np.ndarray | None:
+    """A two-colour ``silhouette`` with its shape's colour moved along the RGB line towards the
+    background's until the two are ``contrast`` apart (unchanged when they are closer already). None
+    when the picture shows no shape (one colour)."""
+    split = _background_and_shape(silhouette)
+    if split is None:
+        return None
+    background, shape = split
+    fill = silhouette[shape][0].astype(np.float64)
+    gap = float(np.linalg.norm(fill - background))
+    out = silhouette.copy()
+    if gap > contrast:
+        out[shape] = np.round(background + (fill - background) * contrast / gap).astype(np.uint8)
+    return out
+
+
+def _shape_copies(silhouettes: np.ndarray, labels: np.ndarray, share: float, rng: np.random.Generator,
+                  make: Callable[[np.ndarray, np.random.Generator], np.ndarray | None]) -> tuple[list[np.ndarray], list[int]]:
+    """``make(silhouette, rng)`` of a ``share`` of the shape silhouettes (never of the "none" ones), with
+    their labels; a copy ``make`` declines (None) is left out."""
     xs: list[np.ndarray] = []
     ys: list[int] = []
     for silhouette, label in zip(silhouettes, labels):
-        if label == NO_SHAPE or rng.random() >= config.cut:
+        if label == NO_SHAPE or rng.random() >= share:
             continue
-        if (silhouette == silhouette[0, 0]).all():  # one colour: no shape to cut
-            continue
-        inside, side = rng.uniform(*config.cut_inside), int(rng.integers(4))
-        xs.append(frame_cut(silhouette, inside, side))
-        ys.append(int(label))
+        made = make(silhouette, rng)
+        if made is not None:
+            xs.append(made)
+            ys.append(int(label))
     return xs, ys
+
+
+def frame_cuts(silhouettes: np.ndarray, labels: np.ndarray, config: JudgeConfig,
+               rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
+    """Cut copies (:func:`frame_cut`) of a ``config.cut`` share of the shape silhouettes, each towards a
+    random side, keeping a random share in ``config.cut_inside``: another author may let the frame cut
+    a shape more than ours does, and a judge that never saw a cut shape calls one "none"."""
+    def cut(silhouette: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        if (silhouette == silhouette[0, 0]).all():  # one colour: no shape to cut, and no draws
+            return None
+        inside, side = rng.uniform(*config.cut_inside), int(rng.integers(4))
+        return frame_cut(silhouette, inside, side)
+
+    return _shape_copies(silhouettes, labels, config.cut, rng, cut)
+
+
+def faded_copies(silhouettes: np.ndarray, labels: np.ndarray, config: JudgeConfig,
+                 rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
+    """Fainter copies (:func:`faded`) of a ``config.fade`` share of the shape silhouettes, each at an RGB
+    distance to its background drawn from ``config.fade_contrast``: another author may paint shapes
+    closer to their background than our contrast rule allows, and a judge that never saw a faint
+    shape calls one "none"."""
+    return _shape_copies(silhouettes, labels, config.fade, rng,
+                         lambda silhouette, rng: faded(silhouette, float(rng.uniform(*config.fade_contrast))))
 
 
 def training_silhouettes(split: SplitArrays, classifier: nn.Module, cam_config: dict[str, Any], config: JudgeConfig,
@@ -178,9 +237,13 @@ def training_silhouettes(split: SplitArrays, classifier: nn.Module, cam_config: 
         blobs = [cands[i] for i in rng.permutation(np.flatnonzero(overlap < config.miss_iou))[: config.blobs]]
         xs += [isolate_region(image, m) for m in shapes + blobs]
         ys += [int(label)] * len(shapes) + [NO_SHAPE] * len(blobs)
+    plain_xs, plain_ys = np.stack(xs), np.asarray(ys)
     if config.cut:
-        cut_xs, cut_ys = frame_cuts(np.stack(xs), np.asarray(ys), config, np.random.default_rng(seed + CUT_STREAM))
+        cut_xs, cut_ys = frame_cuts(plain_xs, plain_ys, config, np.random.default_rng(seed + CUT_STREAM))
         xs, ys = xs + cut_xs, ys + cut_ys
+    if config.fade:
+        fade_xs, fade_ys = faded_copies(plain_xs, plain_ys, config, np.random.default_rng(seed + FADE_STREAM))
+        xs, ys = xs + fade_xs, ys + fade_ys
     return np.stack(xs), np.asarray(ys, np.int64)
 
 
