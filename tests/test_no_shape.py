@@ -138,7 +138,8 @@ def test_faded_moves_the_fill_towards_the_background_to_the_contrast() -> None:
     assert (out[10:20, 20:30] == out[15, 25]).all() and (out[:10] == (10, 20, 30)).all()
     step = out[15, 25].astype(float) - (10, 20, 30)
     assert abs(np.linalg.norm(step) - 30.0) < 1.0  # rounded to whole RGB steps
-    assert np.allclose(step / np.linalg.norm(step), np.subtract((190, 80, 20), 0) / 207.1, atol=0.03)  # same direction
+    line = np.array([190.0, 80.0, 20.0])  # fill - background: the faded fill stays on this line
+    assert np.allclose(step / np.linalg.norm(step), line / np.linalg.norm(line), atol=0.03)
     assert np.array_equal(faded(picture, 300.0), picture)  # closer already: unchanged
     assert faded(np.full_like(picture, 7), 30.0) is None  # one colour: no shape to fade
 
