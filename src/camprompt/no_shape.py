@@ -172,16 +172,14 @@ def faded(silhouette: np.ndarray, contrast: float) -> np.ndarray | None:
 def _shape_copies(silhouettes: np.ndarray, labels: np.ndarray, share: float, rng: np.random.Generator,
                   make: Callable[[np.ndarray, np.random.Generator], np.ndarray | None]) -> tuple[list[np.ndarray], list[int]]:
     """``make(silhouette, rng)`` of a ``share`` of the shape silhouettes (never of the "none" ones), with
-    their labels; a copy ``make`` declines (None) is left out."""
+    their labels; a one-colour picture (no shape to copy) is left out before ``make`` draws anything."""
     xs: list[np.ndarray] = []
     ys: list[int] = []
     for silhouette, label in zip(silhouettes, labels):
-        if label == NO_SHAPE or rng.random() >= share:
+        if label == NO_SHAPE or rng.random() >= share or (silhouette == silhouette[0, 0]).all():
             continue
-        made = make(silhouette, rng)
-        if made is not None:
-            xs.append(made)
-            ys.append(int(label))
+        xs.append(make(silhouette, rng))  # two colours: make returns a copy, never None
+        ys.append(int(label))
     return xs, ys
 
 
@@ -190,13 +188,9 @@ def frame_cuts(silhouettes: np.ndarray, labels: np.ndarray, config: JudgeConfig,
     """Cut copies (:func:`frame_cut`) of a ``config.cut`` share of the shape silhouettes, each towards a
     random side, keeping a random share in ``config.cut_inside``: another author may let the frame cut
     a shape more than ours does, and a judge that never saw a cut shape calls one "none"."""
-    def cut(silhouette: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-        if (silhouette == silhouette[0, 0]).all():  # one colour: no shape to cut, and no draws
-            return None
-        inside, side = rng.uniform(*config.cut_inside), int(rng.integers(4))
-        return frame_cut(silhouette, inside, side)
-
-    return _shape_copies(silhouettes, labels, config.cut, rng, cut)
+    return _shape_copies(silhouettes, labels, config.cut, rng,
+                         lambda silhouette, rng: frame_cut(silhouette, rng.uniform(*config.cut_inside),
+                                                           int(rng.integers(4))))
 
 
 def faded_copies(silhouettes: np.ndarray, labels: np.ndarray, config: JudgeConfig,
