@@ -59,6 +59,11 @@ def test_decide_averages_the_views_probabilities() -> None:
     ({"shift": 1.5}, "decision.shift"),
     ({"shift": True}, "decision.shift"),
     ({"flip": True}, "unknown decision knobs"),
+    ({"scales": 1.5}, "decision.scales"),
+    ({"scales": "1.5"}, "decision.scales"),
+    ({"scales": [1.5, 0]}, "decision.scales"),
+    ({"scales": [float("nan")]}, "decision.scales"),
+    ({"scales": [True]}, "decision.scales"),
 ])
 def test_bad_knobs_are_clear_errors(knobs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -68,6 +73,8 @@ def test_bad_knobs_are_clear_errors(knobs: dict, message: str) -> None:
 def test_from_params_defaults_to_the_single_view() -> None:
     assert Views.from_params(None) == Views.from_params({}) == Views() and Views().count == 1
     assert Views.from_params({"hflip": True, "shift": 2}) == Views(True, 2)
+    enlarged = Views.from_params({"hflip": True, "shift": 2, "scales": [1.5, 2]})
+    assert enlarged == Views(True, 2, (1.5, 2.0)) and enlarged.count == 30 and len(enlarged.of(_batch())) == 10
 
 
 def test_rejects_a_batch_that_is_not_uint8_rgb() -> None:

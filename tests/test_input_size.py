@@ -15,6 +15,7 @@ from camprompt.decision import Views, decide
 from camprompt.gradcam import GradCAM
 from camprompt.input_size import (
     fit_input_size,
+    input_scaled,
     scale_search,
     trained_size,
     working_size,
@@ -81,6 +82,27 @@ def test_the_decision_of_a_fitted_model_sees_the_trained_size() -> None:
     decided, _ = decide(spy, images, Views(hflip=False, shift=1))
     assert decided.tolist() == [0, 1]
     assert {tuple(x.shape[-2:]) for x in spy.seen} == {(6, 8)}
+
+
+def test_enlarged_views_reach_the_model_at_scale_times_its_size_and_the_fit_comes_back() -> None:
+    images = np.zeros((2, 12, 16, 3), np.uint8)
+    images[0, :, :5] = 255
+    images[1, :, 11:] = 255
+    fitted = fit_input_size(_Spy(), (6, 8))
+    decided, probs = decide(fitted, images, Views(hflip=False, shift=1, scales=(1.5,)))
+    assert decided.tolist() == [0, 1] and np.allclose(probs.sum(1), 1, atol=1e-6)
+    assert [tuple(x.shape[-2:]) for x in fitted.seen] == [(6, 8)] * 5 + [(9, 12)] * 5
+    assert working_size(fitted) == (6, 8) and len(fitted._forward_pre_hooks) == 1
+    # an unfitted model gets the images' own size times the scale, and stays unfitted afterwards
+    plain = _Spy()
+    decide(plain, images, Views(scales=(0.5, 2.0)))
+    assert [tuple(x.shape[-2:]) for x in plain.seen] == [(12, 16), (6, 8), (24, 32)]
+    assert working_size(plain) is None and not plain._forward_pre_hooks
+    # the fit comes back when the block fails too
+    with pytest.raises(RuntimeError), input_scaled(fitted, 2.0, (12, 16)):
+        assert working_size(fitted) == (12, 16)
+        raise RuntimeError
+    assert working_size(fitted) == (6, 8) and len(fitted._forward_pre_hooks) == 1
 
 
 def test_trained_size_is_params_data_height_by_width() -> None:

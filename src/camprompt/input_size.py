@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from numbers import Integral
 from typing import Any, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["fit_input_size", "scale_search", "trained_size", "working_size"]
+__all__ = ["fit_input_size", "input_scaled", "scale_search", "trained_size", "working_size"]
 
 _HOOK = "_camprompt_input_size_hook"
 _Config = TypeVar("_Config")  # a camprompt.search.SearchConfig (not imported: the classifier needs no search)
@@ -76,6 +77,25 @@ def fit_input_size(model: nn.Module, size: Sequence[int]) -> nn.Module:
     setattr(model, _HOOK, model.register_forward_pre_hook(resize))
     model.camprompt_input_size = (height, width)  # type: ignore[assignment]
     return model
+
+
+@contextmanager
+def input_scaled(model: nn.Module, scale: float, image_size: Sequence[int]) -> Iterator[nn.Module]:
+    """Within the block, ``model`` resizes every input to ``scale`` times its working size (the size
+    it was fitted to, else ``image_size``, the (H, W) of the images it is about to see); afterwards
+    it is fitted as before, or unfitted again."""
+    base = working_size(model)
+    height, width = base or _check_size(tuple(image_size), "the image size")
+    fit_input_size(model, (max(1, round(height * scale)), max(1, round(width * scale))))
+    try:
+        yield model
+    finally:
+        if base is not None:
+            fit_input_size(model, base)
+        else:
+            getattr(model, _HOOK).remove()
+            delattr(model, _HOOK)
+            del model.camprompt_input_size
 
 
 def working_size(model: nn.Module) -> tuple[int, int] | None:
