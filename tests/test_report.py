@@ -295,6 +295,9 @@ def test_setup_names_the_data_the_classifier_and_sam(fake_repo: Path) -> None:
     ({"hflip": True, "shift": 0}, "over 2 views of each image (the image and its mirror image): test accuracy 0.990."),
     ({"hflip": True, "shift": 2}, "over 10 views of each image (the image, its mirror image and copies moved by 2 px left, "
                                   "right, up and down): test accuracy 0.990. Grad-CAM explains"),
+    ({"hflip": True, "shift": 2, "scales": [1.5]}, "over 20 views of each image (the image, its mirror image and copies "
+                                                   "moved by 2 px left, right, up and down, each also enlarged 1.5x): "),
+    ({"scales": [1.5, 2]}, "over 3 views of each image (the image, each also enlarged 1.5x and 2x): test"),
 ])
 def test_setup_says_over_which_views_the_classifier_decides(fake_repo: Path, decision: dict, says: str) -> None:
     text = " ".join(setup_sentences({**_params(fake_repo), "decision": decision}, fake_repo))

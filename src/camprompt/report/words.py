@@ -75,9 +75,11 @@ def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[s
         seen = ["the image"] + (["its mirror image"] if views.hflip else []) + (
             [f"copies moved by {views.shift} px left, right, up and down"] if views.shift else [])
         heat = _heatmap_attrs(params, root)
+        listed = seen[0] if len(seen) == 1 else f"{', '.join(seen[:-1])} and {seen[-1]}"
+        enlarged = f", each also enlarged {' and '.join(f'{k:g}x' for k in views.scales)}" if views.scales else ""
         decided = "" if views.count == 1 else (
             f" Its answer is the class of the highest mean probability over {views.count} views of each image "
-            f"({', '.join(seen[:-1])} and {seen[-1]})"
+            f"({listed}{enlarged})"
             + (f": test accuracy {fmt_value(heat['decided_accuracy'])}." if "decided_accuracy" in heat else "."))
         out.append(f"Classifier: a torchvision ResNet-18 with a 5-class head trained from scratch for {train.get('epochs', '?')} "
                    f"epochs; test accuracy {fmt_value(acc)} from a single view.{decided} Grad-CAM explains the "
