@@ -6,11 +6,12 @@ image, its mirror image (every class is left-right symmetric) and copies shifted
 (zero fill, as in the training augmentation) is a cheaper ensemble than a second network. The same
 views can also be shown enlarged (``scales``): the network then sees a small or soft-edged shape
 over more pixels, where its filters tell a star from a diamond, while the views at the working size
-keep what the enlargement blurs. The
-decision is the classifier's answer, the class it names; Grad-CAM still explains the single view's
-predicted class, whose evidence lies where the network looked in the image as given, and the region
-search verifies that class (a decided class the single view disagrees with placed worse points on
-JPEG-compressed val images, benchmarks/RESULTS.md).
+keep what the enlargement blurs.
+
+The decision is the classifier's answer, the class it names; Grad-CAM still explains the single
+view's predicted class, whose evidence lies where the network looked in the image as given, and the
+region search verifies that class (a decided class the single view disagrees with placed worse
+points on JPEG-compressed val images, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
