@@ -95,17 +95,19 @@ def decide(model: nn.Module, images: np.ndarray, views: Views, batch_size: int =
     from camprompt.classifier import predict_logits
     from camprompt.input_size import input_scaled
 
-    def summed(batch: np.ndarray) -> np.ndarray:
+    shown = views.of(images)  # the same views at every scale: the model resizes them
+
+    def summed() -> np.ndarray:
         total = None
-        for view in views.of(batch):
+        for view in shown:
             probs = predict_logits(model, view, batch_size).softmax(1).numpy()
             total = probs if total is None else total + probs
         assert total is not None
         return total
 
-    total = summed(images)
+    total = summed()
     for scale in views.scales:
         with input_scaled(model, scale, images.shape[1:3]):
-            total = total + summed(images)
+            total = total + summed()
     mean = (total / views.count).astype(np.float32)
     return mean.argmax(1).astype(np.int64), mean
