@@ -103,6 +103,10 @@ def test_enlarged_views_reach_the_model_at_scale_times_its_size_and_the_fit_come
         assert working_size(fitted) == (12, 16)
         raise RuntimeError
     assert working_size(fitted) == (6, 8) and len(fitted._forward_pre_hooks) == 1
+    for scale in (0, -1.5, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="input scale must be a factor > 0"), input_scaled(fitted, scale, (12, 16)):
+            pass
+    assert working_size(fitted) == (6, 8) and len(fitted._forward_pre_hooks) == 1
 
 
 def test_trained_size_is_params_data_height_by_width() -> None:

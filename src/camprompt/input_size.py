@@ -23,7 +23,7 @@ import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, TypeVar
 
 import torch.nn.functional as F
@@ -61,9 +61,7 @@ def fit_input_size(model: nn.Module, size: Sequence[int]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     height, width = _check_size(tuple(size))
-    old = getattr(model, _HOOK, None)
-    if old is not None:
-        old.remove()
+    _unfit(model)
 
     def resize(_: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         images: Tensor = args[0]
@@ -84,6 +82,8 @@ def input_scaled(model: nn.Module, scale: float, image_size: Sequence[int]) -> I
     """Within the block, ``model`` resizes every input to ``scale`` times its working size (the size
     it was fitted to, else ``image_size``, the (H, W) of the images it is about to see); afterwards
     it is fitted as before, or unfitted again."""
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"the input scale must be a factor > 0 (e.g. 1.5), got {scale!r}")
     base = working_size(model)
     height, width = base or _check_size(tuple(image_size), "the image size")
     fit_input_size(model, (max(1, round(height * scale)), max(1, round(width * scale))))
@@ -93,9 +93,16 @@ def input_scaled(model: nn.Module, scale: float, image_size: Sequence[int]) -> I
         if base is not None:
             fit_input_size(model, base)
         else:
-            getattr(model, _HOOK).remove()
-            delattr(model, _HOOK)
-            del model.camprompt_input_size
+            _unfit(model)
+
+
+def _unfit(model: nn.Module) -> None:
+    """Remove what :func:`fit_input_size` gave ``model``, if anything."""
+    hook = getattr(model, _HOOK, None)
+    if hook is not None:
+        hook.remove()
+        delattr(model, _HOOK)
+        del model.camprompt_input_size
 
 
 def working_size(model: nn.Module) -> tuple[int, int] | None:
