@@ -24,7 +24,7 @@ import torch
 from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.classifier import TrainConfig, build_classifier, evaluate, load_classifier, save_classifier, train_classifier
 from camprompt.data import SplitArrays, generate_dataset, load_split
-from camprompt.decision import Views, decide
+from camprompt.decision import Decision, decide
 from camprompt.devices import resolve_device
 from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import VariantSpec, make_variant
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_classifier(args.checkpoint) if args.checkpoint else _train(params, args.name, args.init)
     model = fit_input_size(model, trained_size(params["data"]))  # as the stages use it, for variants of another size
     model = model.cpu().eval()
-    views = Views.from_params(params.get("decision"))
+    views = Decision.from_params(params.get("decision")).views  # the outline needs a search: bench_strategies.py
     scores = {}
     t0 = time.perf_counter()
     for variant in variant_names(params):

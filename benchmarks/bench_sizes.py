@@ -25,10 +25,12 @@ from bench_strategies import DiskCachedPredictor
 from camprompt.artifacts import load_params, write_json
 from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays, load_split
-from camprompt.decision import Views
+from camprompt.decision import Decision
 from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import VariantSpec, evaluate_variant, make_variant
 from camprompt.sam import load_predictor
+from camprompt.stage_io import load_fitted_judge
+from camprompt.strategies import searches_of
 
 STRATEGIES = ("foreground", "fg_bg")
 
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, "cpu"), Path(args.cache))
     strategies = {k: params["strategies"][k] for k in STRATEGIES}
+    decision = Decision.from_params(params.get("decision"))
+    judge = load_fitted_judge(params, searches_of(strategies), decision)  # the train_judge stage's, as robust@V loads it
     as_loaded = load_classifier(params["train"]["checkpoint"])
     fitted_model = fit_input_size(load_classifier(params["train"]["checkpoint"]), trained_size(params["data"]))
     rows, results = [], {}
@@ -77,10 +81,9 @@ def main(argv: list[str] | None = None) -> None:
                  else drawn_split(params, width, height, args.n, args.seed))
         for fitted, classifier in ((False, as_loaded), (True, fitted_model)):
             t0 = time.perf_counter()
-            summary, _ = evaluate_variant(split, classifier=classifier, predictor=predictor,
-                                          views=Views.from_params(params.get("decision")),
+            summary, _ = evaluate_variant(split, classifier=classifier, predictor=predictor, decision=decision,
                                           cam_configs=params["gradcam"]["configs"], searches=params["searches"],
-                                          strategies=strategies)
+                                          strategies=strategies, judge=judge)
             predictor.save()
             key = f"{width}x{height}{' fitted' if fitted else ''}"
             results[key] = summary

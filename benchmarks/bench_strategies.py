@@ -29,7 +29,7 @@ import torch
 
 from camprompt.artifacts import atomic_path, load_params, override_params, write_json
 from camprompt.data import SplitArrays
-from camprompt.decision import Views
+from camprompt.decision import Decision
 from camprompt.report.tables import robustness_markdown
 from camprompt.robustness import VariantSpec, evaluate_variant, evaluated_strategies, make_variant
 from camprompt.sam import load_predictor
@@ -65,6 +65,21 @@ class DiskCachedPredictor:
                 np.savez(f, **self.store)
 
 
+def variant_slice(params: dict[str, Any], spec: VariantSpec, offset: int, n: int) -> SplitArrays:
+    """Val images ``offset`` .. ``offset + n`` of variant ``spec`` (a generator variant draws the first
+    ``offset + n`` and keeps the slice, so each image is the one a longer run draws)."""
+    full, _ = make_variant(spec, data_root=params["data"]["root"], split=params["robustness"]["split"], n=offset + n,
+                           seed=int(params.get("seed", 0)), data_params=params["data"])
+    sl = slice(offset, offset + n)
+    return SplitArrays(full.images[sl], full.masks[sl], full.labels[sl], full.names[sl])
+
+
+def variant_specs(params: dict[str, Any]) -> dict[str, VariantSpec]:
+    """``clean`` and every params ``robustness.variants`` entry, by name."""
+    return {"clean": VariantSpec.from_params("clean", {}),
+            **{name: VariantSpec.from_params(name, v) for name, v in params["robustness"]["variants"].items()}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
@@ -82,31 +97,26 @@ def main(argv: list[str] | None = None) -> None:
         params = override_params(load_params(), args.set)
     except ValueError as exc:
         raise SystemExit(f"--set {exc}") from None
-    rob = params["robustness"]
-    specs = {"clean": VariantSpec.from_params("clean", {}),
-             **{name: VariantSpec.from_params(name, v) for name, v in rob["variants"].items()}}
+    specs = variant_specs(params)
     names = args.variants.split(",") if args.variants else list(specs)
     try:
         strategies = evaluated_strategies(params, args.strategies.split(",") if args.strategies else None)
     except ValueError as exc:
         raise SystemExit(f"--strategies: {exc}") from None
     classifier = load_fitted_classifier(params)
-    judge = load_fitted_judge(params, searches_of(strategies))  # the train_judge stage's, as robust@V loads it
+    decision = Decision.from_params(params.get("decision"))
+    judge = load_fitted_judge(params, searches_of(strategies), decision)  # the train_judge stage's, as robust@V loads it
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, params.get("device", "auto")),
                                     Path(args.cache))
     summaries: dict[str, Any] = {}
-    views = Views.from_params(params.get("decision"))
     for name in names:
         t0 = time.perf_counter()
-        full, _ = make_variant(specs[name], data_root=params["data"]["root"], split=rob["split"], n=args.offset + args.n,
-                               seed=int(params.get("seed", 0)), data_params=params["data"])
-        sl = slice(args.offset, args.offset + args.n)
-        arrays = SplitArrays(full.images[sl], full.masks[sl], full.labels[sl], full.names[sl])
-        summaries[name], _ = evaluate_variant(arrays, classifier=classifier, predictor=predictor, views=views,
+        arrays = variant_slice(params, specs[name], args.offset, args.n)
+        summaries[name], _ = evaluate_variant(arrays, classifier=classifier, predictor=predictor, decision=decision,
                                               cam_configs=params["gradcam"]["configs"], searches=params["searches"],
                                               strategies=strategies, judge=judge)
         predictor.save()
-        print(f"{name}: {len(arrays)} val images [{sl.start}:{sl.stop}] in {time.perf_counter() - t0:.0f} s "
+        print(f"{name}: {len(arrays)} val images [{args.offset}:{args.offset + args.n}] in {time.perf_counter() - t0:.0f} s "
               f"({predictor.encoded} encoder runs so far)", flush=True)
     print(robustness_markdown(summaries))
     if args.json:

@@ -27,7 +27,7 @@ from bench_recipe import val_variant, variant_names
 
 from camprompt.artifacts import load_params
 from camprompt.classifier import load_classifier, predict_logits
-from camprompt.decision import Views, _shifted
+from camprompt.decision import Decision, _shifted
 from camprompt.input_size import fit_input_size, trained_size
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     model = fit_input_size(load_classifier(args.checkpoint or params["train"]["checkpoint"]).cpu().eval(),
                            trained_size(params["data"]))
-    base = Views.from_params(params.get("decision"))
+    base = Decision.from_params(params.get("decision")).views  # the outline needs a search: bench_strategies.py
     t0 = time.perf_counter()
     rows: dict[str, list[float]] = {}
     names = variant_names(params)

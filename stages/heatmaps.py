@@ -1,11 +1,11 @@
 """DVC stage `heatmaps`: CAM heatmaps of the trained classifier for the evaluated split.
 
-Reads params `gradcam` (out, figure, batch_size, configs), `decision`, `eval` (split, limit),
+Reads params `gradcam` (out, figure, batch_size, configs), `eval` (split, limit),
 `data.height`/`data.width` (the classifier's input size, `camprompt.input_size`) and `device`;
 writes `data/heatmaps.zarr` (schema in docs/ARCHITECTURE.md) and `data/figures/gradcam.png`.
 The explained class is always the predicted one (`pred`), never the label. Every configuration
-shares each batch's single forward/backward, so `pred`/`logits` come from that same pass. `decided`
-holds the classifier's answer: its decision over the views of params `decision` (`camprompt.decision`).
+shares each batch's single forward/backward, so `pred`/`logits` come from that same pass. The
+classifier's answer, its decision over views and outlines, is the `decision` stage's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 
 from camprompt.artifacts import atomic_path, load_params, save_arrays
 from camprompt.data import CLASSES, load_split, normalize
-from camprompt.decision import Views, decide
 from camprompt.gradcam import compute_split_heatmaps
 from camprompt.saliency import argmax_hit_rate, plot_heatmaps
 from camprompt.stage_io import load_fitted_classifier
@@ -53,18 +52,15 @@ def main() -> None:
     gradcam, ev = params["gradcam"], params["eval"]
     configs = _configs(gradcam)
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
-    views = Views.from_params(params.get("decision"))
     model = load_fitted_classifier(params)
     result = compute_split_heatmaps(
         model, normalize(split.images), configs, batch_size=int(gradcam.get("batch_size", 64))
     )
-    decided, _ = decide(model, split.images, views)
     hits = {name: argmax_hit_rate(maps, split.masks) for name, maps in result.heatmaps.items()}
     labels = np.asarray(split.labels)
     accuracy = float((result.preds == labels).mean()) if len(labels) else float("nan")
-    decided_accuracy = float((decided == labels).mean()) if len(labels) else float("nan")
     arrays = {f"heatmap_{name}": maps for name, maps in result.heatmaps.items()}
-    arrays.update(pred=result.preds, logits=result.logits, decided=decided)
+    arrays.update(pred=result.preds, logits=result.logits)
     attrs = {
         "names": list(split.names),
         "split": ev["split"],
@@ -73,8 +69,6 @@ def main() -> None:
         "classes": list(CLASSES),
         "argmax_in_mask": hits,  # diagnostic: fraction of arg-max pixels inside the GT mask
         "accuracy": accuracy,
-        "decided_accuracy": decided_accuracy,
-        "views": views.count,
     }
     save_arrays(gradcam["out"], arrays, attrs, chunk_rows=256)
 
@@ -84,8 +78,7 @@ def main() -> None:
     with atomic_path(figure) as tmp:
         plot_heatmaps(tmp, split.images[rows], {k: v[rows] for k, v in result.heatmaps.items()},
                       split.masks[rows], titles)
-    print(f"heatmaps: {len(split.names)} {ev['split']} images, accuracy {accuracy:.3f} "
-          f"({decided_accuracy:.3f} decided over {views.count} views)")
+    print(f"heatmaps: {len(split.names)} {ev['split']} images, accuracy {accuracy:.3f}")
     for name, rate in hits.items():
         print(f"  {name:<16s} {configs[name]['method']:<10s} layers={configs[name]['layers']}  arg-max in mask {rate:.3f}")
 

@@ -11,10 +11,10 @@ region-search strategy; attrs names/strategy/params/split/cam/pipeline/descripti
 
 from __future__ import annotations
 
-from camprompt.artifacts import ArtifactError, load_arrays, load_params, save_arrays
+from camprompt.artifacts import ArtifactError, load_params, save_arrays
 from camprompt.data import load_split
 from camprompt.search_pipelines import ForegroundPointsPipeline
-from camprompt.stage_io import check_names, load_heatmap, region_store, run_stage, strategy_dir, strategy_params
+from camprompt.stage_io import load_heatmap, load_regions, run_stage, strategy_dir, strategy_params
 from camprompt.strategies import build_pipeline, strategy_cam, strategy_points
 
 
@@ -30,13 +30,8 @@ def main(name: str) -> None:
         if "search" not in strat:
             raise ArtifactError(f"params.yaml strategies.{name} must name a search config (search: C, see `searches`); "
                                 "the DVC pipeline runs each search once, in regions@C")
-        path = region_store(strat["search"])
-        found, rattrs = load_arrays(path)
-        check_names(rattrs.get("names"), split.names, path)
-        if rattrs.get("params") != dict(params["searches"][strat["search"]]):
-            raise ArtifactError(f"{path} was made with other search params; run `dvc repro regions@{strat['search']}`")
-        search = found["regions"], found["seeds"]
-        extra["regions"] = found["regions"]  # for masks@S, which may choose SAM's mask by agreement with them
+        search = load_regions(params, strat["search"], split.names)
+        extra["regions"] = search[0]  # for masks@S, which may choose SAM's mask by agreement with them
     cam = strategy_cam(name, strat, params["searches"])
     heat = None if cam is None else load_heatmap(params, cam, split.names)[0]
     coords, labels = strategy_points(pipeline, strat, split.images, heat, search)

@@ -1,8 +1,8 @@
 """DVC stage `robust@V`: the classifier, every strategy and SAM's ideal-point ceiling on variant V.
 
 Usage: ``python stages/robust.py V``. Reads params `robustness` (split, strategies), `strategies`,
-`searches`, `gradcam.configs`, `sam`, `device`, `train.checkpoint`, `judge.checkpoint` (the no-shape
-judge, when a search weighs it), `data.height`/`data.width`
+`searches`, `gradcam.configs`, `decision`, `sam`, `device`, `train.checkpoint`, `judge.checkpoint` (the
+no-shape judge, when a search weighs it or the decision reads outlines), `data.height`/`data.width`
 (the classifier's input size: variants of another size are resized to it, `camprompt.input_size`);
 reads `data/variants/V`, its embeddings, the classifier and the SAM model. Writes
 `data/robustness/V/`: `summary.json` (see `camprompt.robustness.evaluate_variant`) and
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from camprompt.artifacts import load_params, save_arrays, write_json
 from camprompt.data import load_split
-from camprompt.decision import Views
+from camprompt.decision import Decision
 from camprompt.robustness import evaluate_variant, evaluated_strategies
 from camprompt.stage_io import (
     ROBUSTNESS_ROOT,
@@ -40,9 +40,9 @@ def main(name: str) -> None:
     predictor = load_attached_predictor(params, split.images, Path(VARIANT_EMBEDDINGS_ROOT) / f"{name}.zarr",
                                         stage=f"variant_embeddings@{name}")
     classifier = load_fitted_classifier(params)
-    judge = load_fitted_judge(params, searches_of(strategies))
-    summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor,
-                                     views=Views.from_params(params.get("decision")),
+    decision = Decision.from_params(params.get("decision"))
+    judge = load_fitted_judge(params, searches_of(strategies), decision)
+    summary, runs = evaluate_variant(split, classifier=classifier, predictor=predictor, decision=decision,
                                      cam_configs=params["gradcam"]["configs"], searches=params["searches"],
                                      strategies=strategies, judge=judge, progress=True)
     out = Path(ROBUSTNESS_ROOT) / name

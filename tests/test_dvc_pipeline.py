@@ -110,7 +110,8 @@ def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
     strategies = list(params["strategies"])
     first = _dvc(tiny_repo, "repro")
     ran = _ran_stages(first.stdout)
-    expected = {"data", "train", "heatmaps", "sam_model", "embeddings", "report", "variants", "robustness"}
+    expected = {"data", "train", "heatmaps", "train_judge", "decision", "sam_model", "embeddings", "report", "variants",
+                "robustness"}
     expected |= {f"regions@{search}" for search in params["searches"]}
     expected |= {f"{stage}@{v}" for v in params["robustness"]["variants"] for stage in ("variant_embeddings", "robust")}
     for name in strategies:
@@ -122,6 +123,8 @@ def test_repro_builds_everything_then_skips(tiny_repo: Path) -> None:
         assert metrics["n_images"] == 4
         assert 0.0 <= metrics["iou_mean"] <= 1.0
     assert (tiny_repo / "data" / "report" / "report.pdf").stat().st_size > 0
+    decision = json.loads((tiny_repo / "metrics" / "decision.json").read_text())
+    assert decision["test"]["n"] == 4 and 0.0 <= decision["test"]["accuracy"] <= 1.0
     robustness = json.loads((tiny_repo / "metrics" / "robustness.json").read_text())
     assert set(robustness["variants"]) == set(params["robustness"]["variants"])
     for summary in robustness["variants"].values():
@@ -321,7 +324,7 @@ def _bench(repo: Path, script: str, *args: str) -> str:
 
 
 def test_the_benchmarks_that_choose_knobs_run_on_the_built_dag(tiny_repo: Path, tmp_path: Path) -> None:
-    """bench_strategies.py and bench_scoring.py, where the knobs are chosen on val, run on the DAG's own
+    """bench_strategies.py, bench_scoring.py and bench_decision.py, where the knobs are chosen on val, run on the DAG's own
     classifier, judge and SAM model. A benchmark that falls out of step with the library (bench_strategies
     once called evaluate_variant without the judge the searches weigh) fails here, not in a session
     that needs its numbers."""
@@ -343,3 +346,10 @@ def test_the_benchmarks_that_choose_knobs_run_on_the_built_dag(tiny_repo: Path, 
                    "--cache", str(cache), "--try", "w_agree=0.5")
     rows = [line.split()[0] for line in table.splitlines() if "clean " in line and " / " in line]
     assert rows == ["oracle", "params", "w_agree=0.5"], table
+
+    decided = tmp_path / "decision.json"
+    _bench(tiny_repo, "bench_decision.py", "--variants", f"clean,{drawn}", "--offset", "3", "--n", "2",
+           "--cache", str(cache), "--weights", "0,0.25", "--json", str(decided))
+    accuracy = json.loads(decided.read_text())["accuracy"]
+    assert list(accuracy) == ["clean", drawn] and all(sorted(a) == ["0", "0.25"] for a in accuracy.values())
+    assert all(0.0 <= v <= 1.0 for a in accuracy.values() for v in a.values())

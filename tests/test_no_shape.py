@@ -217,11 +217,16 @@ def test_the_search_weighs_the_judge_and_refuses_to_run_without_it() -> None:
     assert "keep_judge" in found[0].features[0]
 
 
-def test_a_stage_loads_the_judge_only_when_a_search_weighs_it(tmp_path: Path) -> None:
+def test_a_stage_loads_the_judge_only_when_a_search_weighs_it_or_the_decision_reads_outlines(tmp_path: Path) -> None:
+    from camprompt.decision import Decision
+
     params = {"device": "cpu", "data": {"height": H, "width": W}, "train": {"checkpoint": str(tmp_path / "none.pt")},
               "judge": {"checkpoint": str(tmp_path / "judge.pt")},
               "searches": {"plain": {"w_keep": 2.0}, "judged": {"w_keep_judge": 2.0}}}
     assert load_fitted_judge(params, ["plain"]) is None  # nothing is read
+    assert load_fitted_judge(params, ["plain"], Decision(outline=0.0)) is None
+    with pytest.raises(ArtifactError, match=r"judge.pt does not exist"):
+        load_fitted_judge(params, ["plain"], Decision(outline=0.25))
     with pytest.raises(ArtifactError, match=r"judge.pt does not exist; run `dvc repro train_judge`"):
         load_fitted_judge(params, ["plain", "judged"])
     save_classifier(tmp_path / "judge.pt", build_classifier(seed=0))  # a 5-class network is no judge

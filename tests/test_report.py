@@ -127,7 +127,8 @@ def fake_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names, classes = list(split.names), [CLASSES[int(c)] for c in split.labels]
     rng = np.random.default_rng(0)
     heat = {f"heatmap_{c}": rng.random((N_IMAGES, 48, 64), dtype=np.float32) for c in ("layer2", "layer3")}
-    save_arrays(root / "data/heatmaps.zarr", {**heat, "pred": np.asarray(split.labels)}, {"names": names, "decided_accuracy": 0.99})
+    save_arrays(root / "data/heatmaps.zarr", {**heat, "pred": np.asarray(split.labels)}, {"names": names})
+    write_json(root / "metrics/decision.json", {"test": {"n": N_IMAGES, "accuracy": 0.99}})
     for name in STRATEGIES:
         rows = _strategy_rows(name, names, classes, rng)
         folder = root / "data/strategies" / name
@@ -298,6 +299,8 @@ def test_setup_names_the_data_the_classifier_and_sam(fake_repo: Path) -> None:
     ({"hflip": True, "shift": 2, "scales": [1.5]}, "over 20 views of each image (the image, its mirror image and copies "
                                                    "moved by 2 px left, right, up and down, each also enlarged 1.5x): "),
     ({"scales": [1.5, 2]}, "over 3 views of each image (the image, each also enlarged 1.5x and 2x): test"),
+    ({"outline": 0.25}, "the class of the highest probability for the image, plus 0.25 times the no-shape judge's class "
+                        "probabilities for the two-colour silhouette of the region the search found: test accuracy 0.990."),
 ])
 def test_setup_says_over_which_views_the_classifier_decides(fake_repo: Path, decision: dict, says: str) -> None:
     text = " ".join(setup_sentences({**_params(fake_repo), "decision": decision}, fake_repo))

@@ -13,7 +13,7 @@ from PIL import Image
 
 import camprompt.data as data_mod
 from camprompt.data import SplitArrays, generate_dataset, load_split, write_split
-from camprompt.decision import Views, decide
+from camprompt.decision import Decision, Views, decide
 from camprompt.perturb import Perturbation, add_noise, jpeg_round_trip
 from camprompt.robustness import (
     VariantSpec,
@@ -250,7 +250,7 @@ def test_a_variant_is_evaluated_like_the_test_split(dataset: Path) -> None:
     searches = {"s": {"cam": "layer2", "use_sam": False}}
     classifier, views = ColourClassifier((0, 0, 0)), Views(hflip=True, shift=2)
     summary, runs = evaluate_variant(split, classifier=classifier, predictor=OracleSam(), cam_configs=CAMS,
-                                     searches=searches, strategies=strategies, views=views)
+                                     searches=searches, strategies=strategies, decision=Decision(views))
     assert summary["n_images"] == 4
     decided, _ = decide(classifier, split.images, views)
     single, _ = decide(classifier, split.images, Views())
@@ -261,3 +261,28 @@ def test_a_variant_is_evaluated_like_the_test_split(dataset: Path) -> None:
     for name, run in runs.items():
         assert run.masks.shape == (4, 48, 64) and run.ious.shape == (4,)
         assert summary["strategies"][name]["iou_mean"] == pytest.approx(run.ious.mean())
+
+
+def test_a_variants_answer_reads_the_outline_of_the_decisions_search(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With decision.outline the answer gets the judge and the regions its search found, even a search no
+    evaluated strategy names; a search that params do not hold is a clear error before any work."""
+    from test_pipelines import CAMS, ColourClassifier
+
+    split = load_split(dataset, "val", 4)
+    strategies = {"peak": {"pipeline": "gradcam_peak", "cam": "layer2"}}
+    searches = {"s": {"cam": "layer2", "use_sam": False}}
+    seen: dict = {}
+
+    def spy(classifier, images, decision, judge=None, regions=None):
+        seen.update(decision=decision, judge=judge, regions=regions)
+        return split.labels.copy(), np.eye(5, dtype=np.float32)[split.labels]
+
+    monkeypatch.setattr("camprompt.decision.answer", spy)
+    decision, judge = Decision(Views(hflip=True), outline=0.25, search="s"), object()
+    summary, _ = evaluate_variant(split, classifier=ColourClassifier((0, 0, 0)), predictor=OracleSam(), cam_configs=CAMS,
+                                  searches=searches, strategies=strategies, decision=decision, judge=judge)
+    assert seen["decision"] is decision and seen["judge"] is judge and summary["classifier_accuracy"] == 1.0
+    assert seen["regions"].shape == (4, 48, 64) and seen["regions"].dtype == bool
+    with pytest.raises(ValueError, match="decision.search 'other' is not in params `searches`"):
+        evaluate_variant(split, classifier=ColourClassifier((0, 0, 0)), predictor=OracleSam(), cam_configs=CAMS,
+                         searches=searches, strategies=strategies, decision=Decision(outline=0.25, search="other"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from camprompt.artifacts import ArtifactError
@@ -91,3 +92,22 @@ def test_the_fitted_classifier_is_the_checkpoint_at_the_trained_size(tmp_path) -
         assert torch.allclose(fitted(small), want, atol=1e-5)
     with pytest.raises(ClassifierError, match="missing.pt does not exist"):
         load_fitted_classifier(params)  # the default is params train.checkpoint
+
+
+def test_regions_are_loaded_only_for_the_evaluated_images_and_the_current_search(tmp_path, monkeypatch) -> None:
+    from camprompt.artifacts import save_arrays
+    from camprompt.stage_io import load_regions, region_store
+
+    monkeypatch.chdir(tmp_path)
+    regions, seeds = np.zeros((2, 4, 5), bool), np.ones((2, 2), np.float32)
+    regions[1, 1:3, 2:4] = True
+    save_arrays(region_store("s"), {"regions": regions, "seeds": seeds}, {"names": ["a", "b"], "params": {"grid_step": 4}})
+    params = {"searches": {"s": {"grid_step": 4}}}
+    found, found_seeds = load_regions(params, "s", ["a", "b"])
+    assert np.array_equal(found, regions) and np.array_equal(found_seeds, seeds)
+    with pytest.raises(ArtifactError, match="no search config 'x'"):
+        load_regions(params, "x", ["a", "b"])
+    with pytest.raises(ArtifactError, match="other search params; run `dvc repro regions@s`"):
+        load_regions({"searches": {"s": {"grid_step": 2}}}, "s", ["a", "b"])
+    with pytest.raises(ArtifactError):
+        load_regions(params, "s", ["a", "c"])

@@ -8,6 +8,12 @@ views can also be shown enlarged (``scales``): the network then sees a small or 
 over more pixels, where its filters tell a star from a diamond, while the views at the working size
 keep what the enlargement blurs.
 
+A found region adds a second opinion (``Decision.outline``): the no-shape judge (:mod:`camprompt.no_shape`)
+reads the two-colour silhouette of the region the search chose, so it sees the shape's outline
+without the background's texture or the JPEG blocks and noise around it, which are what make the
+classifier's views miss a faint, small or degraded shape. Its class shares are added to the views'
+mean with a small weight: it overrules the views only where they are unsure.
+
 The decision is the classifier's answer, the class it names; Grad-CAM still explains the single
 view's predicted class, whose evidence lies where the network looked in the image as given, and the
 region search verifies that class (a decided class the single view disagrees with placed worse
@@ -29,7 +35,7 @@ from camprompt.conventions import check_rgb_batch
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Views", "decide"]
+__all__ = ["Views", "Decision", "decide", "outline_shares", "with_outline", "answer"]
 
 
 @dataclass(frozen=True)
@@ -53,16 +59,6 @@ class Views:
             raise ValueError(f"decision.scales must be a list of factors > 0 (e.g. [1.5]; [] = none), got {self.scales!r}")
         object.__setattr__(self, "scales", tuple(float(k) for k in self.scales))
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> Views:
-        """From params ``decision`` (``hflip``, ``shift``, ``scales``); None or {} = the single view; an
-        unknown key is an error."""
-        params = dict(params or {})
-        unknown = set(params) - {"hflip", "shift", "scales"}
-        if unknown:
-            raise ValueError(f"unknown decision knobs {sorted(unknown)}; known: ['hflip', 'scales', 'shift']")
-        return cls(**params)
-
     @property
     def count(self) -> int:
         """How many views each image gets."""
@@ -76,6 +72,37 @@ class Views:
             return bases
         moves = [(0, 0), (self.shift, 0), (-self.shift, 0), (0, self.shift), (0, -self.shift)]
         return [_shifted(base, dx, dy) for base in bases for dx, dy in moves]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How the classifier's answer is made (params ``decision``): the mean class probabilities over
+    ``views``, plus ``outline`` times the no-shape judge's class shares for the silhouette of the
+    region that the search ``search`` (a params ``searches`` entry) found in each image. ``outline``
+    0 = the views alone, and no judge or region is needed."""
+
+    views: Views = Views()
+    outline: float = 0.0
+    search: str = "default"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.outline, bool) or not isinstance(self.outline, Real) or not (
+                math.isfinite(self.outline) and self.outline >= 0):
+            raise ValueError(f"decision.outline must be a weight >= 0 (0 = the views alone), got {self.outline!r}")
+        if not isinstance(self.search, str) or not self.search:
+            raise ValueError(f"decision.search must name a params `searches` entry, got {self.search!r}")
+        object.__setattr__(self, "outline", float(self.outline))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> Decision:
+        """From params ``decision`` (``hflip``, ``shift``, ``scales``, ``outline``, ``search``); None or
+        {} = the single view alone; an unknown key is an error."""
+        params = dict(params or {})
+        view_keys, own_keys = {"hflip", "shift", "scales"}, {"outline", "search"}
+        unknown = set(params) - view_keys - own_keys
+        if unknown:
+            raise ValueError(f"unknown decision knobs {sorted(unknown)}; known: {sorted(view_keys | own_keys)}")
+        return cls(Views(**{k: params[k] for k in view_keys & set(params)}), **{k: params[k] for k in own_keys & set(params)})
 
 
 def _shifted(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -111,3 +138,47 @@ def decide(model: nn.Module, images: np.ndarray, views: Views, batch_size: int =
             total = total + summed()
     mean = (total / views.count).astype(np.float32)
     return mean.argmax(1).astype(np.int64), mean
+
+
+def outline_shares(judge: nn.Module, images: np.ndarray, regions: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """float32 (N, classes): the no-shape judge's probabilities for each image's region (bool (N,H,W))
+    shown alone as a two-colour silhouette (:func:`camprompt.judge.isolate_region`), its last output
+    ("no shape") left out and the rest rescaled to sum to 1 -- which shape the outline is, whatever
+    the judge thinks of whether it is one. An empty region gets a row of zeros: no opinion."""
+    from camprompt.classifier import predict_logits
+    from camprompt.judge import NO_SHAPE, check_no_shape_judge, isolate_region
+
+    check_no_shape_judge(judge)
+    images, regions = check_rgb_batch(images), np.asarray(regions, bool)
+    if regions.shape != images.shape[:3]:
+        raise ValueError(f"regions must be bool (N,H,W) matching the images {images.shape[:3]}, got {regions.shape}")
+    found = regions.reshape(len(regions), -1).any(1)
+    silhouettes = np.stack([isolate_region(image, region) for image, region in zip(images[found], regions[found])]) \
+        if found.any() else images[:0]
+    probs = predict_logits(judge, silhouettes, batch_size).softmax(1).numpy()[:, :NO_SHAPE]
+    out = np.zeros((len(images), NO_SHAPE), np.float32)
+    out[found] = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
+    return out
+
+
+def answer(model: nn.Module, images: np.ndarray, decision: Decision, judge: nn.Module | None = None,
+           regions: np.ndarray | None = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier's answer under ``decision``: the class int64 (N,) and its probabilities float32
+    (N,K) -- the views' mean (:func:`decide`) and, when ``decision.outline`` > 0, the judge's
+    :func:`outline_shares` for the found ``regions`` weighted by it, each row rescaled to sum to 1 (an
+    image without a region keeps the views' probabilities)."""
+    decided, probs = decide(model, images, decision.views, batch_size)
+    if not decision.outline:
+        return decided, probs
+    if judge is None or regions is None:
+        raise ValueError(f"decision.outline {decision.outline:g} weighs the no-shape judge's reading of the regions "
+                         f"search {decision.search!r} found: pass judge= and regions= (or set decision.outline: 0)")
+    return with_outline(probs, outline_shares(judge, images, regions, batch_size), decision.outline)
+
+
+def with_outline(probs: np.ndarray, shares: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """(class int64 (N,), probabilities float32 (N,K)) of the views' mean ``probs`` plus ``weight`` times
+    the :func:`outline_shares` ``shares``, each row rescaled to sum to 1 (a row of zero shares keeps ``probs``)."""
+    shares = weight * np.asarray(shares, np.float64)
+    mixed = (np.asarray(probs, np.float64) + shares) / (1 + shares.sum(1, keepdims=True))
+    return mixed.argmax(1).astype(np.int64), mixed.astype(np.float32)

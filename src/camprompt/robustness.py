@@ -29,9 +29,9 @@ from camprompt.shapes import CLASSES, ShapeRules
 if TYPE_CHECKING:
     from torch import nn
 
-    from camprompt.decision import Views
+    from camprompt.decision import Decision
 
-__all__ = ["VariantSpec", "make_variant", "ideal_points", "sam_ceiling", "StrategyRun", "evaluated_strategies",
+__all__ = ["VariantSpec", "make_variant", "ideal_points", "sam_ceiling", "StrategyRun", "evaluated_strategies", "find_regions",
            "evaluate_variant", "SUMMARY_KEYS"]
 
 #: The per-strategy numbers a variant's summary keeps (from :func:`camprompt.metrics.summarize`).
@@ -159,9 +159,26 @@ def evaluated_strategies(params: Mapping[str, Any], names: Sequence[str] | None 
     return chosen
 
 
+def find_regions(images: np.ndarray, cams: Any, knobs: Mapping[str, Any], *, classifier: nn.Module, predictor: Any,
+                 judge: nn.Module | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(regions, seeds) that the search of params ``searches`` entry ``knobs`` finds in uint8 ``images``
+    from ``cams`` (``compute_split_heatmaps``' result, holding its heatmap), as ``regions@C`` finds them:
+    its pixel knobs scaled to the images' size when ``classifier`` was fitted to another
+    (:func:`camprompt.input_size.scale_search`), SAM's proposals from ``predictor`` when it asks for them."""
+    from camprompt.conventions import DEFAULT_CAM
+    from camprompt.input_size import scale_search, working_size
+    from camprompt.search import RegionSearch, SearchConfig
+
+    knobs = dict(knobs)
+    config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
+    choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
+                           progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
+    return stack_choices(choices, images.shape[1:3])
+
+
 def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: Any,
                      cam_configs: Mapping[str, Mapping[str, Any]], searches: Mapping[str, Mapping[str, Any]],
-                     strategies: Mapping[str, Mapping[str, Any]], views: Views | None = None,
+                     strategies: Mapping[str, Mapping[str, Any]], decision: Decision | None = None,
                      judge: nn.Module | None = None,
                      progress: bool = False) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
     """Every strategy, the classifier and SAM's ceiling on one variant -> (summary, each strategy's outputs).
@@ -171,30 +188,27 @@ def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: A
     :func:`camprompt.input_size.scale_search`) and shared by the strategies that name it, then each
     strategy's placement and masks; ``predictor`` should hold every image's embedding already (an
     attached store), or its encoder runs here; ``judge`` is the no-shape judge of the searches that
-    weigh it (:mod:`camprompt.no_shape`). Grad-CAM explains the single view's predicted class, as on
-    the test split. The summary holds the accuracy of the classifier's answer, its decision
-    over ``views`` (:mod:`camprompt.decision`; None = the single view), and of the single view, how
+    weigh it or that ``decision`` reads outlines with (:mod:`camprompt.no_shape`). Grad-CAM explains the
+    single view's predicted class, as on the test split. The summary holds the accuracy of the
+    classifier's answer under ``decision`` (:mod:`camprompt.decision`, from the regions its search
+    found here; None = the single view), and of the single view, how
     often the Grad-CAM maximum lies inside the shape, SAM's ceiling, and per strategy the
     :data:`SUMMARY_KEYS` of ``camprompt.metrics.summarize``.
     """
-    from camprompt.conventions import DEFAULT_CAM
-    from camprompt.decision import Views, decide
+    from camprompt.decision import Decision, answer
     from camprompt.gradcam import compute_split_heatmaps
-    from camprompt.input_size import scale_search, working_size
     from camprompt.saliency import argmax_hit_rate
-    from camprompt.search import RegionSearch, SearchConfig
     from camprompt.strategies import build_pipeline, searches_of, strategy_cam, strategy_points
 
     images, gt = arrays.images, arrays.masks
+    decision = decision or Decision()
+    if decision.outline and decision.search not in searches:
+        raise ValueError(f"decision.search {decision.search!r} is not in params `searches`; known: {sorted(searches)}")
     cams = compute_split_heatmaps(classifier, normalize(images), cam_configs, progress=progress)
-    decided, _ = decide(classifier, images, views or Views())
-    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for search in searches_of(strategies):
-        knobs = dict(searches[search])
-        config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
-        choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
-                               progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
-        found[search] = stack_choices(choices)
+    wanted = [*searches_of(strategies), *([decision.search] if decision.outline else [])]
+    found = {name: find_regions(images, cams, searches[name], classifier=classifier, predictor=predictor, judge=judge,
+                                progress=progress) for name in dict.fromkeys(wanted)}
+    decided, _ = answer(classifier, images, decision, judge, found[decision.search][0] if decision.outline else None)
     classes = [CLASSES[int(c)] for c in arrays.labels]
     summary: dict[str, Any] = {
         "n_images": len(images),

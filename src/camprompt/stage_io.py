@@ -14,11 +14,14 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camprompt.artifacts import ArtifactError, atomic_path, open_arrays
+from camprompt.artifacts import ArtifactError, atomic_path, load_arrays, open_arrays
+
+if TYPE_CHECKING:
+    from camprompt.decision import Decision
 
 __all__ = [
     "STRATEGY_ROOT",
@@ -31,6 +34,7 @@ __all__ = [
     "strategy_params",
     "strategy_dir",
     "region_store",
+    "load_regions",
     "check_names",
     "load_heatmap",
     "load_fitted_classifier",
@@ -119,6 +123,20 @@ def load_heatmap(params: Mapping[str, Any], cam: str, names: Sequence[str], *,
     return np.asarray(store[f"heatmap_{cam}"][...]), preds
 
 
+def load_regions(params: Mapping[str, Any], search: str, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(regions bool (N,H,W), seeds (N,2)) that ``regions@search`` found, checked to be of the evaluated
+    images ``names`` and of the current params ``searches.<search>``; else a clear error."""
+    searches = params.get("searches") or {}
+    if search not in searches:
+        raise ArtifactError(f"params.yaml has no search config {search!r}; known: {sorted(searches)}")
+    path = region_store(search)
+    found, attrs = load_arrays(path)
+    check_names(attrs.get("names"), names, path)
+    if attrs.get("params") != dict(searches[search] or {}):
+        raise ArtifactError(f"{path} was made with other search params; run `dvc repro regions@{search}`")
+    return found["regions"], found["seeds"]
+
+
 def load_fitted_classifier(params: Mapping[str, Any], checkpoint: str | Path | None = None) -> Any:
     """The trained classifier (``checkpoint``, by default params ``train.checkpoint``) on the device of
     params ``device``, fitted to the size it was trained at (params ``data.height``/``data.width``).
@@ -142,7 +160,8 @@ def load_judge(params: Mapping[str, Any], checkpoint: str | Path | None = None) 
 
     checkpoint = checkpoint or (params.get("judge") or {}).get("checkpoint")
     if not checkpoint:
-        raise ArtifactError("a search weighs the no-shape judge (w_keep_judge) but params judge.checkpoint is not set")
+        raise ArtifactError("the no-shape judge is needed (a search's w_keep_judge, or decision.outline) but params "
+                            "judge.checkpoint is not set")
     path = Path(checkpoint)
     if not path.is_file():
         raise ArtifactError(f"the no-shape judge's checkpoint {path} does not exist; run `dvc repro train_judge` "
@@ -150,13 +169,15 @@ def load_judge(params: Mapping[str, Any], checkpoint: str | Path | None = None) 
     return check_no_shape_judge(load_fitted_classifier(params, path))
 
 
-def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str]) -> Any:
+def load_fitted_judge(params: Mapping[str, Any], searches: Iterable[str], decision: Decision | None = None) -> Any:
     """:func:`load_judge` when one of the search configs ``searches`` (params ``searches.<name>``) weighs
-    the judge (``SearchConfig.w_keep_judge`` not 0); else None, and nothing is read."""
+    the judge (``SearchConfig.w_keep_judge`` not 0) or ``decision`` reads the found regions' outlines
+    with it (``Decision.outline`` not 0); else None, and nothing is read."""
     from camprompt.search import SearchConfig
 
     configs = params.get("searches") or {}
-    if not any(SearchConfig.from_params(configs.get(name) or {}).w_keep_judge for name in searches):
+    if not (decision is not None and decision.outline) and not any(
+            SearchConfig.from_params(configs.get(name) or {}).w_keep_judge for name in searches):
         return None
     return load_judge(params)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from camprompt.artifacts import ArtifactError, open_arrays, read_json
-from camprompt.decision import Views
+from camprompt.artifacts import ArtifactError, read_json
+from camprompt.decision import Decision
 from camprompt.report.results import EvalSet, Robustness, StrategyResult, best_result, first_of
 from camprompt.report.tables import fmt_value
 from camprompt.sam.fetch import describe_model
@@ -43,14 +43,6 @@ def _read_optional(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _heatmap_attrs(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """The heatmaps store's attrs (accuracies, views), or {} before the heatmaps stage has run."""
-    try:
-        return dict(open_arrays(root / (params.get("gradcam") or {}).get("out", "data/heatmaps.zarr")).attrs)
-    except ArtifactError:  # open_arrays' only error: missing or unreadable
-        return {}
-
-
 def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[str]:
     """What this run used, from its artifacts: the dataset's rules, the classifier and SAM."""
     root = Path(root)
@@ -71,16 +63,21 @@ def setup_sentences(params: Mapping[str, Any], root: str | Path = ".") -> list[s
     train = params.get("train") or {}
     if clf:
         acc = (clf.get("test") or {}).get("accuracy")
-        views = Views.from_params(params.get("decision"))
+        decision = Decision.from_params(params.get("decision"))
+        views = decision.views
         seen = ["the image"] + (["its mirror image"] if views.hflip else []) + (
             [f"copies moved by {views.shift} px left, right, up and down"] if views.shift else [])
-        heat = _heatmap_attrs(params, root)
+        split = (params.get("eval") or {}).get("split", "test")
+        answered = (_read_optional(root / "metrics" / "decision.json").get(split) or {}).get("accuracy")
         listed = seen[0] if len(seen) == 1 else f"{', '.join(seen[:-1])} and {seen[-1]}"
         enlarged = f", each also enlarged {' and '.join(f'{k:g}x' for k in views.scales)}" if views.scales else ""
-        decided = "" if views.count == 1 else (
-            f" Its answer is the class of the highest mean probability over {views.count} views of each image "
-            f"({listed}{enlarged})"
-            + (f": test accuracy {fmt_value(heat['decided_accuracy'])}." if "decided_accuracy" in heat else "."))
+        outline = (f", plus {decision.outline:g} times the no-shape judge's class probabilities for the two-colour "
+                   f"silhouette of the region the search found" if decision.outline else "")
+        over = (f"mean probability over {views.count} views of each image ({listed}{enlarged})" if views.count > 1
+                else "probability for the image")
+        decided = "" if views.count == 1 and not decision.outline else (
+            f" Its answer is the class of the highest {over}{outline}"
+            + (f": test accuracy {fmt_value(answered)}." if answered is not None else "."))
         out.append(f"Classifier: a torchvision ResNet-18 with a 5-class head trained from scratch for {train.get('epochs', '?')} "
                    f"epochs; test accuracy {fmt_value(acc)} from a single view.{decided} Grad-CAM explains the "
                    f"single view's predicted class.")
