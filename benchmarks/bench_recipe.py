@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_classifier(args.checkpoint) if args.checkpoint else _train(params, args.name, args.init)
     model = fit_input_size(model, trained_size(params["data"]))  # as the stages use it, for variants of another size
     model = model.cpu().eval()
-    views = Decision.from_params(params.get("decision")).views  # the outline needs a search: bench_strategies.py
+    views = Decision.from_params(params.get("decision")).views  # the outline needs a search: bench_decision.py
     scores = {}
     t0 = time.perf_counter()
     for variant in variant_names(params):

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     model = fit_input_size(load_classifier(args.checkpoint or params["train"]["checkpoint"]).cpu().eval(),
                            trained_size(params["data"]))
-    base = Decision.from_params(params.get("decision")).views  # the outline needs a search: bench_strategies.py
+    base = Decision.from_params(params.get("decision")).views  # the outline needs a search: bench_decision.py
     t0 = time.perf_counter()
     rows: dict[str, list[float]] = {}
     names = variant_names(params)
