@@ -145,19 +145,19 @@ def outline_shares(judge: nn.Module, images: np.ndarray, regions: np.ndarray, ba
     shown alone as a two-colour silhouette (:func:`camprompt.judge.isolate_region`), its last output
     ("no shape") left out and the rest rescaled to sum to 1 -- which shape the outline is, whatever
     the judge thinks of whether it is one. An empty region gets a row of zeros: no opinion."""
-    from camprompt.classifier import predict_logits
-    from camprompt.judge import NO_SHAPE, check_no_shape_judge, isolate_region
+    from camprompt.data import normalize
+    from camprompt.judge import NO_SHAPE, ClassifierJudge, check_no_shape_judge, isolate_region
 
     check_no_shape_judge(judge)
     images, regions = check_rgb_batch(images), np.asarray(regions, bool)
     if regions.shape != images.shape[:3]:
         raise ValueError(f"regions must be bool (N,H,W) matching the images {images.shape[:3]}, got {regions.shape}")
     found = regions.reshape(len(regions), -1).any(1)
-    silhouettes = np.stack([isolate_region(image, region) for image, region in zip(images[found], regions[found])]) \
-        if found.any() else images[:0]
-    probs = predict_logits(judge, silhouettes, batch_size).softmax(1).numpy()[:, :NO_SHAPE]
     out = np.zeros((len(images), NO_SHAPE), np.float32)
-    out[found] = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
+    if found.any():
+        silhouettes = np.stack([isolate_region(image, region) for image, region in zip(images[found], regions[found])])
+        probs = ClassifierJudge(judge, normalize, batch_size).probabilities(silhouettes)[:, :NO_SHAPE]
+        out[found] = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
     return out
 
 
