@@ -531,8 +531,7 @@ for search in searches_of(strategies):
     knobs = dict(searches[search])
     config = SearchConfig.from_params(knobs)
     finder = RegionSearch(config, model, predictor if config.use_sam else None, judge=judge, progress=True)
-    choices = finder.regions(images, heatmaps[knobs.get("cam", DEFAULT_CAM)], preds)
-    found[search] = stack_choices(choices)
+    found[search] = finder.stacked_regions(images, heatmaps[knobs.get("cam", DEFAULT_CAM)], preds)
     print(f"region search {search!r}: {N_EVAL} images in {time.perf_counter() - t0:.1f} s")
 
 classes = [CLASSES[c] for c in test_split.labels[:N_EVAL]]

@@ -18,8 +18,6 @@ import numpy as np
 from camprompt.artifacts import ArtifactError, load_params, save_arrays
 from camprompt.conventions import DEFAULT_CAM
 from camprompt.data import load_split
-from camprompt.input_size import scale_search, trained_size
-from camprompt.placement import stack_choices
 from camprompt.search import RegionSearch, SearchConfig
 from camprompt.stage_io import (
     load_attached_predictor,
@@ -41,15 +39,12 @@ def main(search: str) -> None:
     ev = params["eval"]
     split = load_split(params["data"]["root"], ev["split"], ev.get("limit"))
     config = SearchConfig.from_params(knobs)
-    if len(split.images):  # knobs in pixels are set for the trained size; another size gets them scaled
-        config = scale_search(config, split.images.shape[1:3], trained_size(params["data"]))
     heat, preds = load_heatmap(params, cam, split.names)
-    classifier = load_fitted_classifier(params)
+    classifier = load_fitted_classifier(params)  # fitted to the size the search's pixel knobs are set for
     predictor = load_attached_predictor(params, split.images) if config.use_sam else None
     judge = load_fitted_judge(params, [search])
-    choices = RegionSearch(config, classifier, predictor, judge=judge, progress=True).regions(split.images, heat, preds)
-    h, w = split.images.shape[1:3] if len(split.images) else (0, 0)
-    regions, seeds = stack_choices(choices, (h, w))
+    search_ = RegionSearch(config, classifier, predictor, judge=judge, progress=True)
+    regions, seeds = search_.stacked_regions(split.images, heat, preds)
     seeds = seeds.astype(np.float32)
     attrs = {"names": list(split.names), "search": search, "params": dict(searches[search]), "cam": cam, "split": ev["split"]}
     save_arrays(region_store(search), {"regions": regions, "seeds": seeds}, attrs, chunk_rows=256)

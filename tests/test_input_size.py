@@ -183,13 +183,14 @@ def test_a_pipeline_scales_its_search_to_the_images_when_its_classifier_is_fitte
     from camprompt.data import normalize
     from camprompt.search_pipelines import ForegroundPointsPipeline
 
-    seen: list[SearchConfig] = []
-    monkeypatch.setattr(RegionSearch, "regions", lambda self, images, heat, targets: seen.append(self.config) or [])
+    seen: list[SearchConfig] = []  # the config each image is searched with
+    monkeypatch.setattr(RegionSearch, "candidates", lambda self, image, heat: seen.append(self.config) or [])
     model = build_classifier(seed=0).eval()
     if fitted:
         model = fit_input_size(model, (48, 64))
     pipeline = ForegroundPointsPipeline(None, model, search=SearchConfig(use_sam=False, grid_step=4, min_area=12))
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert pipeline.regions(normalize(images)) == []
-    assert [(c.grid_step, c.min_area) for c in seen] == [knobs]
+    assert not any(choice.region.any() for choice in pipeline.regions(normalize(images)))
+    assert [(c.grid_step, c.min_area) for c in seen] == [knobs, knobs]
     assert pipeline.search_config.grid_step == 4  # the pipeline's own config is left as given
+    assert pipeline.region_search.config.grid_step == 4  # and so is its search's, for the next images

@@ -20,7 +20,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from camprompt.artifacts import ArtifactError, atomic_path
 from camprompt.augment import Augment
 from camprompt.data import CLASSES, SplitArrays, SyntheticShapes, load_split, normalize, normalize_float
-from camprompt.devices import module_device
+from camprompt.devices import eval_no_grad, module_device
 
 CHECKPOINT_FORMAT = "camprompt-classifier"
 CHECKPOINT_VERSION = 1
@@ -187,7 +187,7 @@ def train_classifier(
     """
     cfg = config or TrainConfig()
     images, labels = _as_arrays(train)
-    num_classes = model.fc.out_features if hasattr(model, "fc") else len(CLASSES)
+    num_classes = _outputs(model)
     _check_inputs(images, labels, num_classes)
     if len(images) == 0:
         raise ValueError("the training split is empty")
@@ -247,16 +247,18 @@ def train_classifier(
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> Tensor:
-    """float32 logits (N, classes) on the CPU of uint8 images (N,H,W,3), in eval mode, batch by batch
-    on the model's device."""
-    was_training = model.training
-    model.eval()
-    device = module_device(model)
-    outs = [model(normalize(images[i : i + batch_size]).to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(outs) if outs else torch.zeros((0, len(CLASSES)))
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256, *,
+                   normalize: Callable[[np.ndarray], Tensor] = normalize) -> Tensor:
+    """float32 logits (N, outputs) on the CPU of uint8 images (N,H,W,3), which ``normalize`` turns into
+    the model's input, batch by batch on the model's device, in eval mode without autograd."""
+    with eval_no_grad(model) as device:
+        outs = [model(normalize(images[i : i + batch_size]).to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(outs) if outs else torch.zeros((0, _outputs(model)))
+
+
+def _outputs(model: nn.Module) -> int:
+    """How many classes ``model`` tells apart: its ``fc`` head's outputs (the classifier's 5, the judge's 6)."""
+    return model.fc.out_features if hasattr(model, "fc") else len(CLASSES)
 
 
 def evaluate(
@@ -267,7 +269,7 @@ def evaluate(
     if threads:
         torch.set_num_threads(int(threads))
     images, labels = _as_arrays(data)
-    num_classes = model.fc.out_features if hasattr(model, "fc") else len(CLASSES)
+    num_classes = _outputs(model)
     _check_inputs(images, labels, num_classes)
     logits = predict_logits(model, images, batch_size)
     y = torch.from_numpy(labels)

@@ -7,8 +7,10 @@ Pure numpy, so that the stages that only place points, decode masks or score the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from numbers import Real
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ __all__ = [
     "check_heatmap",
     "check_point_batch",
     "knobs_from_params",
+    "is_weight",
 ]
 
 # Point labels, as SAM's prompt encoder reads them: 1 foreground, 0 background, -1 padding (ignored).
@@ -116,6 +119,13 @@ def knobs_from_params(cls: type[_Knobs], params: Mapping[str, Any], what: str, i
     if unknown:
         raise ValueError(f"unknown {what} knobs {sorted(unknown)}; known: {sorted(known)}")
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items() if k in known})
+
+
+def is_weight(value: Any, *, positive: bool = False) -> bool:
+    """Whether ``value`` is a finite real number >= 0 (> 0 when ``positive``), a bool not counting as one:
+    the rule for every weight and scale factor read from params (YAML's ``true`` is no number)."""
+    return (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+            and (value > 0 if positive else value >= 0))
 
 
 def _to_numpy(x: Any) -> Any:

@@ -22,15 +22,13 @@ points on JPEG-compressed val images, benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camprompt.conventions import check_rgb_batch
+from camprompt.conventions import check_rgb_batch, is_weight
 
 if TYPE_CHECKING:
     from torch import nn
@@ -55,7 +53,7 @@ class Views:
         if isinstance(self.shift, bool) or not isinstance(self.shift, (int, np.integer)) or self.shift < 0:
             raise ValueError(f"decision.shift must be an integer >= 0 (pixels), got {self.shift!r}")
         if isinstance(self.scales, (str, bytes)) or not isinstance(self.scales, (Sequence, np.ndarray)) or not all(
-                isinstance(k, Real) and not isinstance(k, bool) and math.isfinite(k) and k > 0 for k in self.scales):
+                is_weight(k, positive=True) for k in self.scales):
             raise ValueError(f"decision.scales must be a list of factors > 0 (e.g. [1.5]; [] = none), got {self.scales!r}")
         object.__setattr__(self, "scales", tuple(float(k) for k in self.scales))
 
@@ -86,8 +84,7 @@ class Decision:
     search: str = "default"
 
     def __post_init__(self) -> None:
-        if isinstance(self.outline, bool) or not isinstance(self.outline, Real) or not (
-                math.isfinite(self.outline) and self.outline >= 0):
+        if not is_weight(self.outline):
             raise ValueError(f"decision.outline must be a weight >= 0 (0 = the views alone), got {self.outline!r}")
         if not isinstance(self.search, str) or not self.search:
             raise ValueError(f"decision.search must name a params `searches` entry, got {self.search!r}")

@@ -7,7 +7,10 @@ and (for training) results would differ from what the user asked for.
 
 from __future__ import annotations
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "module_device"]
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["DEVICE_CHOICES", "resolve_device", "module_device", "eval_no_grad"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -39,3 +42,18 @@ def module_device(model: "torch.nn.Module") -> "torch.device":  # noqa: F821
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@contextmanager
+def eval_no_grad(model: "torch.nn.Module") -> Iterator["torch.device"]:  # noqa: F821
+    """Run ``model`` in eval mode without autograd, yielding its device; its train/eval flag is restored
+    after, even on an error (inference may query a model the caller is still training)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield module_device(model)
+    finally:
+        model.train(was_training)

@@ -23,11 +23,13 @@ import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from camprompt.conventions import is_weight
 
 __all__ = ["fit_input_size", "input_scaled", "scale_search", "trained_size", "working_size"]
 
@@ -82,7 +84,7 @@ def input_scaled(model: nn.Module, scale: float, image_size: Sequence[int]) -> I
     """Within the block, ``model`` resizes every input to ``scale`` times its working size (the size
     it was fitted to, else ``image_size``, the (H, W) of the images it is about to see); afterwards
     it is fitted as before, or unfitted again."""
-    if isinstance(scale, bool) or not isinstance(scale, Real) or not (math.isfinite(scale) and scale > 0):
+    if not is_weight(scale, positive=True):
         raise ValueError(f"the input scale must be a factor > 0 (e.g. 1.5), got {scale!r}")
     base = working_size(model)
     height, width = base or _check_size(tuple(image_size), "the image size")

@@ -9,22 +9,20 @@ is a confident shape. These probes carry most of the region search's evidence (:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from camprompt.colour import median_colour
-from camprompt.devices import module_device
 from camprompt.shapes import CLASSES
 
 if TYPE_CHECKING:  # torch is imported where the classifier runs
     import torch
     from torch import nn
 
-__all__ = ["NO_SHAPE", "delete_region", "isolate_region", "eval_no_grad", "check_no_shape_judge", "ClassifierJudge"]
+__all__ = ["NO_SHAPE", "delete_region", "isolate_region", "check_no_shape_judge", "ClassifierJudge"]
 
 NO_SHAPE = len(CLASSES)  # the last output of the no-shape judge (camprompt.no_shape): no shape
 
@@ -48,21 +46,6 @@ def isolate_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out[...] = np.round(median_colour(image, ~mask)).astype(np.uint8)
     out[mask] = np.round(median_colour(image, mask)).astype(np.uint8)
     return out
-
-
-@contextmanager
-def eval_no_grad(model: nn.Module) -> Iterator[torch.device]:
-    """Run ``model`` in eval mode without autograd, yielding its device; its train/eval flag is restored
-    after, even on an error (the pipelines query a classifier the caller may still be training)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield module_device(model)
-    finally:
-        model.train(was_training)
 
 
 def check_no_shape_judge(model: Any) -> Any:
@@ -89,15 +72,11 @@ class ClassifierJudge:
     def probabilities(self, images: np.ndarray, model: nn.Module | None = None) -> np.ndarray:
         """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode, of ``model``
         (default: the classifier)."""
-        import torch
+        from camprompt.classifier import predict_logits
 
         model = self.model if model is None else model
-        with eval_no_grad(model) as device:
-            parts = [
-                torch.softmax(model(self.normalize(images[i : i + self.batch_size]).to(device)).float(), dim=1).cpu().numpy()
-                for i in range(0, len(images), self.batch_size)
-            ]
-        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
+        logits = predict_logits(model, images, self.batch_size, normalize=self.normalize)
+        return logits.softmax(1).numpy().astype(np.float64)
 
     def evidence(self, jobs: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> list[dict[str, np.ndarray]]:
         """For each job (image uint8 (H,W,3), masks bool (M,H,W), class c) -> {name: (M,)} with

@@ -239,7 +239,7 @@ class CamSamPipeline(BasicSamPipeline):
 
     def predict_classes(self, images: Tensor) -> np.ndarray:
         """The classifier's predicted class per image (the class Grad-CAM explains)."""
-        from camprompt.judge import eval_no_grad
+        from camprompt.devices import eval_no_grad
 
         with eval_no_grad(self.classifier) as device:
             return self.classifier(images.to(device)).argmax(1).cpu().numpy().astype(np.int64)

@@ -23,7 +23,7 @@ import numpy as np
 from camprompt.data import SplitArrays, generate_dataset, load_split, normalize
 from camprompt.metrics import iou_batch, summarize
 from camprompt.perturb import Perturbation
-from camprompt.placement import interior_points, stack_choices
+from camprompt.placement import interior_points
 from camprompt.shapes import CLASSES, ShapeRules
 
 if TYPE_CHECKING:
@@ -162,18 +162,15 @@ def evaluated_strategies(params: Mapping[str, Any], names: Sequence[str] | None 
 def find_regions(images: np.ndarray, cams: Any, knobs: Mapping[str, Any], *, classifier: nn.Module, predictor: Any,
                  judge: nn.Module | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(regions, seeds) that the search of params ``searches`` entry ``knobs`` finds in uint8 ``images``
-    from ``cams`` (``compute_split_heatmaps``' result, holding its heatmap), as ``regions@C`` finds them:
-    its pixel knobs scaled to the images' size when ``classifier`` was fitted to another
-    (:func:`camprompt.input_size.scale_search`), SAM's proposals from ``predictor`` when it asks for them."""
+    from ``cams`` (``compute_split_heatmaps``' result, holding its heatmap), as ``regions@C`` finds them
+    (:meth:`camprompt.search.RegionSearch.stacked_regions`); SAM's proposals from ``predictor`` when
+    it asks for them."""
     from camprompt.conventions import DEFAULT_CAM
-    from camprompt.input_size import scale_search, working_size
     from camprompt.search import RegionSearch, SearchConfig
 
-    knobs = dict(knobs)
-    config = scale_search(SearchConfig.from_params(knobs), images.shape[1:3], working_size(classifier))
-    choices = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge,
-                           progress=progress).regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
-    return stack_choices(choices, images.shape[1:3])
+    config = SearchConfig.from_params(knobs)
+    search = RegionSearch(config, classifier, predictor if config.use_sam else None, judge=judge, progress=progress)
+    return search.stacked_regions(images, cams.heatmaps[knobs.get("cam", DEFAULT_CAM)], cams.preds)
 
 
 def evaluate_variant(arrays: SplitArrays, *, classifier: nn.Module, predictor: Any,

@@ -44,7 +44,8 @@ from camprompt.denoise import FILTER_MODES, filtered
 from camprompt.saliency import grid_points, heatmap_seeds
 from camprompt.judge import ClassifierJudge
 from camprompt.metrics import iou
-from camprompt.placement import RegionChoice, interior_points
+from camprompt.input_size import scale_search, working_size
+from camprompt.placement import RegionChoice, interior_points, stack_choices
 
 if TYPE_CHECKING:
     from torch import nn
@@ -153,7 +154,11 @@ class RegionSearch:
         self._current: bytes | None = None
 
     def regions(self, images: np.ndarray, heatmaps: np.ndarray, targets: Sequence[int]) -> list[RegionChoice]:
-        """The chosen region of every image: uint8 (B,H,W,3), heatmaps (B,H,W), the classes they explain (B,)."""
+        """The chosen region of every image: uint8 (B,H,W,3), heatmaps (B,H,W), the classes they explain (B,).
+
+        The config's pixel knobs are set for the classifier's working size; images of another size are
+        searched with them scaled (:func:`camprompt.input_size.scale_search`), as the classifier
+        resizes its input (a classifier never fitted to a size takes the knobs as they are)."""
         images = check_rgb_batch(images)
         heats = [check_heatmap(h, images.shape[1:3]) for h in np.asarray(heatmaps, dtype=np.float64)]
         targets = np.asarray(targets, np.int64)
@@ -169,6 +174,9 @@ class RegionSearch:
         judge = ClassifierJudge(self.classifier, normalize,
                                 no_shape=self.judge if self.config.w_keep_judge else None)
         choices: list[RegionChoice] = []
+        set_for = self.config
+        if len(images):
+            self.config = scale_search(set_for, images.shape[1:3], working_size(self.classifier))
         try:
             for start in tqdm(range(0, len(images), self.batch_size), desc="regions", unit="batch",
                               disable=not self.progress, leave=False):
@@ -179,8 +187,15 @@ class RegionSearch:
                 choices.extend(self._choose(img, h, c, ev)
                                for img, h, c, ev in zip(images[start:stop], heats[start:stop], cands, evidence))
         finally:
-            self._current = None
+            self.config, self._current = set_for, None
         return choices
+
+    def stacked_regions(self, images: np.ndarray, heatmaps: np.ndarray,
+                        targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`regions` as (regions bool (B,H,W), seeds float (B,2)): what ``regions@C`` stores and the
+        pipelines' ``regions=`` and ``seeds=`` take."""
+        images = check_rgb_batch(images)
+        return stack_choices(self.regions(images, heatmaps, targets), images.shape[1:3] if len(images) else (0, 0))
 
     def candidates(self, image: np.ndarray, heat: np.ndarray) -> list[np.ndarray]:
         """Plausibly sized, de-duplicated candidate masks, best pre-scored first (at most max_candidates).

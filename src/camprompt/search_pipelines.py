@@ -120,14 +120,7 @@ class ForegroundPointsPipeline(CamSamPipeline):
             targets = self.predict_classes(self._normalised(uint8, images))
         if targets.shape != (len(uint8),):
             raise ValueError(f"targets must be ({len(uint8)},), got {targets.shape}")
-        search = self.region_search
-        if self.classifier is not None:
-            # A classifier fitted to its trained size (camprompt.input_size) says what size the
-            # search's pixel knobs are set for; images of another size get them scaled.
-            from camprompt.input_size import scale_search, working_size
-
-            search.config = scale_search(search.config, uint8.shape[1:3], working_size(self.classifier))
-        return search.regions(uint8, heatmaps, targets)
+        return self.region_search.regions(uint8, heatmaps, targets)
 
     # -- points -------------------------------------------------------------------------------
     def foreground_points(self, image: np.ndarray, choice: RegionChoice) -> np.ndarray:
