@@ -43,8 +43,8 @@ def main(search: str) -> None:
     classifier = load_fitted_classifier(params)  # fitted to the size the search's pixel knobs are set for
     predictor = load_attached_predictor(params, split.images) if config.use_sam else None
     judge = load_fitted_judge(params, [search])
-    search_ = RegionSearch(config, classifier, predictor, judge=judge, progress=True)
-    regions, seeds = search_.stacked_regions(split.images, heat, preds)
+    finder = RegionSearch(config, classifier, predictor, judge=judge, progress=True)
+    regions, seeds = finder.stacked_regions(split.images, heat, preds)
     seeds = seeds.astype(np.float32)
     attrs = {"names": list(split.names), "search": search, "params": dict(searches[search]), "cam": cam, "split": ev["split"]}
     save_arrays(region_store(search), {"regions": regions, "seeds": seeds}, attrs, chunk_rows=256)

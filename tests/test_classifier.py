@@ -20,6 +20,7 @@ from camprompt.classifier import (
     build_classifier,
     evaluate,
     load_classifier,
+    predict_logits,
     save_classifier,
     train_classifier,
 )
@@ -155,6 +156,32 @@ def test_evaluate_matches_manual_count(tiny: Path) -> None:
         n_c = int((val.labels == c).sum())
         expected = float(((pred == c) & (val.labels == c)).sum() / n_c) if n_c else None
         assert scores["per_class_accuracy"][name] == expected
+
+
+class _Fails(nn.Module):
+    """A model that records whether autograd was on and then raises, as a broken forward pass would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 6)
+        self.grad_enabled: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.grad_enabled.append(torch.is_grad_enabled())
+        raise RuntimeError("broken forward")
+
+
+def test_predict_logits_runs_without_autograd_and_restores_the_mode_even_on_an_error() -> None:
+    model = build_classifier(seed=0).train()
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    logits = predict_logits(model, images, batch_size=2)
+    assert logits.shape == (3, len(CLASSES)) and not logits.requires_grad
+    assert model.training  # a model the caller is training stays in training mode
+    failing = _Fails().train()
+    with pytest.raises(RuntimeError, match="broken forward"):
+        predict_logits(failing, images)
+    assert failing.grad_enabled == [False] and failing.training
+    assert predict_logits(failing, images[:0]).shape == (0, 6)  # no image: the head's width, no call
 
 
 def test_checkpoint_round_trip(tmp_path: Path, tiny: Path) -> None:
