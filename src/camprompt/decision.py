@@ -142,8 +142,8 @@ def outline_shares(judge: nn.Module, images: np.ndarray, regions: np.ndarray, ba
     shown alone as a two-colour silhouette (:func:`camprompt.judge.isolate_region`), its last output
     ("no shape") left out and the rest rescaled to sum to 1 -- which shape the outline is, whatever
     the judge thinks of whether it is one. An empty region gets a row of zeros: no opinion."""
-    from camprompt.data import normalize
-    from camprompt.judge import NO_SHAPE, ClassifierJudge, check_no_shape_judge, isolate_region
+    from camprompt.classifier import predict_logits
+    from camprompt.judge import NO_SHAPE, check_no_shape_judge, isolate_region
 
     check_no_shape_judge(judge)
     images, regions = check_rgb_batch(images), np.asarray(regions, bool)
@@ -153,7 +153,7 @@ def outline_shares(judge: nn.Module, images: np.ndarray, regions: np.ndarray, ba
     out = np.zeros((len(images), NO_SHAPE), np.float32)
     if found.any():
         silhouettes = np.stack([isolate_region(image, region) for image, region in zip(images[found], regions[found])])
-        probs = ClassifierJudge(judge, normalize, batch_size).probabilities(silhouettes)[:, :NO_SHAPE]
+        probs = predict_logits(judge, silhouettes, batch_size).softmax(1).numpy().astype(np.float64)[:, :NO_SHAPE]
         out[found] = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
     return out
 
