@@ -17,6 +17,12 @@ overridden, for ``bench_scoring.py --judge`` to score on val slices the DAG does
 ``--recolour P`` tries a change to the recipe: each training silhouette's two colours are replaced,
 with probability P, by a random pair at least 60 apart in RGB, so that the judge cannot learn that
 natural colour pairs are background (a true shape of natural colours is then called none).
+
+``--borrow P`` tries another: a P share of the shape silhouettes (cut and faded ones included) is
+copied with its fill repainted in a colour of the "none" silhouettes -- the train backgrounds' own
+colours -- at least ``--borrow-contrast`` from its background, as another author may fill a shape
+with a colour that also occurs in backgrounds. The none silhouettes are not repainted, so colour
+stays evidence where it is one.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 import camprompt.no_shape as no_shape
 
 from camprompt.artifacts import load_params, override_params
+from camprompt.judge import NO_SHAPE
 from camprompt.no_shape import JudgeConfig
 from camprompt.stage_io import train_judge
 
@@ -50,11 +57,38 @@ def recoloured(silhouettes: np.ndarray, p: float, rng: np.random.Generator) -> n
     return out
 
 
+def borrowed_copies(silhouettes: np.ndarray, labels: np.ndarray, p: float, contrast: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``silhouettes`` and ``labels`` followed by copies of a ``p`` share of the shape silhouettes, each
+    shape repainted in a colour of the none silhouettes at least ``contrast`` (RGB) from its background."""
+    palette = np.unique(silhouettes[labels == NO_SHAPE].reshape(-1, 3), axis=0)
+    xs, ys = [], []
+    for picture, label in zip(silhouettes, labels):
+        if label == NO_SHAPE or rng.random() >= p:
+            continue
+        split = no_shape._background_and_shape(picture)
+        if split is None:
+            continue
+        background, shape = split
+        far = palette[np.linalg.norm(palette.astype(np.float64) - background, axis=1) >= contrast]
+        if len(far):
+            copy = picture.copy()
+            copy[shape] = far[rng.integers(len(far))]
+            xs.append(copy)
+            ys.append(int(label))
+    print(f"borrow: {len(xs)} copies from a palette of {len(palette)} colours", flush=True)
+    if not xs:
+        return silhouettes, labels
+    return np.concatenate([silhouettes, np.stack(xs)]), np.concatenate([labels, np.asarray(ys, labels.dtype)])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=None, help="default: params seed")
     ap.add_argument("--set", dest="knobs", action="append", default=[], help="judge knob=value (repeatable)")
     ap.add_argument("--recolour", type=float, default=0.0, help="share of silhouettes repainted in random colours")
+    ap.add_argument("--borrow", type=float, default=0.0, help="share of shape silhouettes copied in a background colour")
+    ap.add_argument("--borrow-contrast", type=float, default=40.0, help="... at least this RGB distance from their background")
     ap.add_argument("--param", action="append", default=[], help="params KEY=VALUE override (repeatable)")
     ap.add_argument("--out", default="data/bench/judge.pt")
     args = ap.parse_args(argv)
@@ -65,14 +99,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--param/--set {exc}") from None
     config = JudgeConfig.from_params(params["judge"])  # a typo fails here, before any training
     seed = params.get("seed", 0) if args.seed is None else args.seed
-    if args.recolour:  # the library's recipe, its silhouettes repainted before training
+    if args.recolour or args.borrow:  # the library's recipe, its silhouettes changed before training
         made = no_shape.training_silhouettes
 
-        def repainted(*a, seed: int = 0, **kw):  # type: ignore[no-untyped-def]
+        def changed(*a, seed: int = 0, **kw):  # type: ignore[no-untyped-def]
             x, y = made(*a, seed=seed, **kw)
-            return recoloured(x, args.recolour, np.random.default_rng(seed + 1000)), y
+            if args.recolour:
+                x = recoloured(x, args.recolour, np.random.default_rng(seed + 1000))
+            if args.borrow:
+                x, y = borrowed_copies(x, y, args.borrow, args.borrow_contrast, np.random.default_rng(seed + 9000))
+            return x, y
 
-        no_shape.training_silhouettes = repainted
+        no_shape.training_silhouettes = changed
     t0 = time.perf_counter()
     train_judge(params, seed, args.out)
     print(f"judge ({config}, seed {seed}) saved to {args.out} in {time.perf_counter() - t0:.0f} s")
