@@ -60,26 +60,28 @@ def recoloured(silhouettes: np.ndarray, p: float, rng: np.random.Generator) -> n
 def borrowed_copies(silhouettes: np.ndarray, labels: np.ndarray, p: float, contrast: float,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``silhouettes`` and ``labels`` followed by copies of a ``p`` share of the shape silhouettes, each
-    shape repainted in a colour of the none silhouettes at least ``contrast`` (RGB) from its background."""
+    shape repainted in a colour of the none silhouettes at least ``contrast`` (RGB) from its background
+    (a shape with no such colour is left out)."""
     palette = np.unique(silhouettes[labels == NO_SHAPE].reshape(-1, 3), axis=0)
-    xs, ys = [], []
-    for picture, label in zip(silhouettes, labels):
-        if label == NO_SHAPE or rng.random() >= p:
-            continue
-        split = no_shape._background_and_shape(picture)
-        if split is None:
-            continue
-        background, shape = split
-        far = palette[np.linalg.norm(palette.astype(np.float64) - background, axis=1) >= contrast]
-        if len(far):
-            copy = picture.copy()
-            copy[shape] = far[rng.integers(len(far))]
-            xs.append(copy)
-            ys.append(int(label))
-    print(f"borrow: {len(xs)} copies from a palette of {len(palette)} colours", flush=True)
-    if not xs:
+    colours = palette.astype(np.float64)  # once, not per silhouette
+
+    def repainted(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """None where no palette colour is far enough (left out below)."""
+        background, shape = no_shape._background_and_shape(picture)  # two colours: _shape_copies checked
+        far = palette[np.linalg.norm(colours - background, axis=1) >= contrast]
+        if not len(far):
+            return None
+        out = picture.copy()
+        out[shape] = far[rng.integers(len(far))]
+        return out
+
+    made, made_labels = no_shape._shape_copies(silhouettes, labels, p, rng, repainted)
+    kept = [(x, y) for x, y in zip(made, made_labels) if x is not None]
+    print(f"borrow: {len(kept)} copies from a palette of {len(palette)} colours", flush=True)
+    if not kept:
         return silhouettes, labels
-    return np.concatenate([silhouettes, np.stack(xs)]), np.concatenate([labels, np.asarray(ys, labels.dtype)])
+    return (np.concatenate([silhouettes, np.stack([x for x, _ in kept])]),
+            np.concatenate([labels, np.asarray([y for _, y in kept], labels.dtype)]))
 
 
 def main(argv: list[str] | None = None) -> None:
