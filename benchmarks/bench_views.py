@@ -26,7 +26,7 @@ import torch
 from bench_recipe import val_variant, variant_names
 
 from camprompt.artifacts import load_params
-from camprompt.classifier import load_classifier, predict_logits
+from camprompt.classifier import load_classifier, predict_probabilities
 from camprompt.decision import Decision, _shifted
 from camprompt.input_size import fit_input_size, trained_size
 
@@ -62,7 +62,7 @@ EXTRA = {
 
 def _probabilities(model: torch.nn.Module, views: list[np.ndarray]) -> list[np.ndarray]:
     """Softmax class probabilities (N,K) of each batch of views."""
-    return [predict_logits(model, np.ascontiguousarray(v), 256).softmax(1).numpy() for v in views]
+    return [predict_probabilities(model, np.ascontiguousarray(v), 256) for v in views]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from camprompt.classifier import (
     evaluate,
     load_classifier,
     predict_logits,
+    predict_probabilities,
     save_classifier,
     train_classifier,
 )
@@ -182,6 +183,16 @@ def test_predict_logits_runs_without_autograd_and_restores_the_mode_even_on_an_e
         predict_logits(failing, images)
     assert failing.grad_enabled == [False] and failing.training
     assert predict_logits(failing, images[:0]).shape == (0, 6)  # no image: the head's width, no call
+
+
+def test_predict_probabilities_is_the_softmax_of_the_logits_in_float32() -> None:
+    model = build_classifier(seed=0)
+    images = np.random.default_rng(1).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    probs = predict_probabilities(model, images, batch_size=2)
+    assert probs.dtype == np.float32 and probs.shape == (3, len(CLASSES))
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    assert np.array_equal(probs, predict_logits(model, images, batch_size=2).softmax(1).numpy())
+    assert predict_probabilities(model, images[:0]).shape == (0, len(CLASSES))
 
 
 def test_checkpoint_round_trip(tmp_path: Path, tiny: Path) -> None:

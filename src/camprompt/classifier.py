@@ -256,6 +256,13 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256, 
     return torch.cat(outs) if outs else torch.zeros((0, _outputs(model)))
 
 
+def predict_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 256, *,
+                          normalize: Callable[[np.ndarray], Tensor] = normalize) -> np.ndarray:
+    """float32 softmax class probabilities (N, outputs) of uint8 images (N,H,W,3): :func:`predict_logits`'s
+    logits through a softmax, the one rule every caller that weighs classes by probability shares."""
+    return predict_logits(model, images, batch_size, normalize=normalize).softmax(1).numpy()
+
+
 def _outputs(model: nn.Module) -> int:
     """How many classes ``model`` tells apart: its ``fc`` head's outputs (the classifier's 5, the judge's 6)."""
     return model.fc.out_features if hasattr(model, "fc") else len(CLASSES)

@@ -116,7 +116,7 @@ def _shifted(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 def decide(model: nn.Module, images: np.ndarray, views: Views, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The decided class int64 (N,) and the mean class probabilities float32 (N,K) of uint8 images (N,H,W,3)."""
-    from camprompt.classifier import predict_logits
+    from camprompt.classifier import predict_probabilities
     from camprompt.input_size import input_scaled
 
     shown = views.of(images)  # the same views at every scale: the model resizes them
@@ -124,7 +124,7 @@ def decide(model: nn.Module, images: np.ndarray, views: Views, batch_size: int =
     def summed() -> np.ndarray:
         total = None
         for view in shown:
-            probs = predict_logits(model, view, batch_size).softmax(1).numpy()
+            probs = predict_probabilities(model, view, batch_size)
             total = probs if total is None else total + probs
         assert total is not None
         return total
@@ -142,7 +142,7 @@ def outline_shares(judge: nn.Module, images: np.ndarray, regions: np.ndarray, ba
     shown alone as a two-colour silhouette (:func:`camprompt.judge.isolate_region`), its last output
     ("no shape") left out and the rest rescaled to sum to 1 -- which shape the outline is, whatever
     the judge thinks of whether it is one. An empty region gets a row of zeros: no opinion."""
-    from camprompt.classifier import predict_logits
+    from camprompt.classifier import predict_probabilities
     from camprompt.judge import NO_SHAPE, check_no_shape_judge, isolate_region
 
     check_no_shape_judge(judge)
@@ -153,7 +153,7 @@ def outline_shares(judge: nn.Module, images: np.ndarray, regions: np.ndarray, ba
     out = np.zeros((len(images), NO_SHAPE), np.float32)
     if found.any():
         silhouettes = np.stack([isolate_region(image, region) for image, region in zip(images[found], regions[found])])
-        probs = predict_logits(judge, silhouettes, batch_size).softmax(1).numpy().astype(np.float64)[:, :NO_SHAPE]
+        probs = predict_probabilities(judge, silhouettes, batch_size).astype(np.float64)[:, :NO_SHAPE]
         out[found] = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
     return out
 

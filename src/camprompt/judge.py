@@ -72,11 +72,10 @@ class ClassifierJudge:
     def probabilities(self, images: np.ndarray, model: nn.Module | None = None) -> np.ndarray:
         """Softmax class probabilities float64 (N,K) of uint8 images (N,H,W,3), eval mode, of ``model``
         (default: the classifier)."""
-        from camprompt.classifier import predict_logits
+        from camprompt.classifier import predict_probabilities
 
         model = self.model if model is None else model
-        logits = predict_logits(model, images, self.batch_size, normalize=self.normalize)
-        return logits.softmax(1).numpy().astype(np.float64)
+        return predict_probabilities(model, images, self.batch_size, normalize=self.normalize).astype(np.float64)
 
     def evidence(self, jobs: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> list[dict[str, np.ndarray]]:
         """For each job (image uint8 (H,W,3), masks bool (M,H,W), class c) -> {name: (M,)} with
