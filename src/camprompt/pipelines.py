@@ -136,7 +136,7 @@ class BasicSamPipeline:
                 raise RuntimeError(f"the predictor returned masks {proposals.shape}, expected (K,{uint8.shape[1]},{uint8.shape[2]})")
             k = self.select_mask(uint8[i], proposals, np.asarray(ious, np.float64), coords[i][keep[i]], labels[i][keep[i]],
                                  None if regions is None else regions[i])
-            masks[i], scores[i] = proposals[k], float(ious[k])
+            masks[i], scores[i] = self.finish_mask(uint8[i], proposals[k]), float(ious[k])
         return masks, scores
 
     def prompt_box(self, region: np.ndarray) -> np.ndarray | None:
@@ -148,6 +148,10 @@ class BasicSamPipeline:
                     coords: np.ndarray, labels: np.ndarray, region: np.ndarray | None = None) -> int:
         """Index of the proposal to keep: the baseline trusts SAM's predicted IoU."""
         return int(np.argmax(scores))
+
+    def finish_mask(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The mask returned for the kept proposal ``mask`` of uint8 ``image``: the baseline returns SAM's as it is."""
+        return mask
 
 
 def _predict_each(predictor: SamLike, images: np.ndarray, coords: list[np.ndarray], labels: list[np.ndarray],

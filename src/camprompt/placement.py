@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 
 from camprompt.colour import colour_core, colour_distance, median_colour
 from camprompt.conventions import BG_LABEL, FG_LABEL, PAD_LABEL, check_rgb_image, knobs_from_params
+from camprompt.edges import FILL_SHARE, check_edge_knobs
 
 __all__ = ["PlacementConfig", "PLACEMENT_KNOBS", "RegionChoice", "stack_choices", "interior_points",
            "background_points", "foreground_points", "region_box", "pack_points"]
@@ -36,6 +37,8 @@ class PlacementConfig:
     w_mask_colour: float = 0.5    # mask choice: weight of colour evidence vs SAM's predicted IoU ...
     w_mask_region: float = 0.0    # ... and of the proposal's IoU with the search's region
     box_margin: int | None = None  # also prompt SAM with the region's bounding box widened by this (px); None: no box
+    edge_rounds: int = 0          # refine the kept mask's outline by colour this many times (0 = SAM's mask as is) ...
+    edge_threshold: float = FILL_SHARE  # ... an outline pixel joins the shape from this fill share (camprompt.edges)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], ignore: Sequence[str] = ()) -> PlacementConfig:
@@ -46,6 +49,7 @@ class PlacementConfig:
         margin = cfg.box_margin
         if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int) or margin < 0):
             raise ValueError(f"box_margin must be a whole number of pixels >= 0, or null for no box; got {margin!r}")
+        check_edge_knobs(cfg.edge_rounds, cfg.edge_threshold)
         return cfg
 
 

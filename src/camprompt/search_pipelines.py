@@ -22,6 +22,7 @@ import numpy as np
 from camprompt.colour import mask_solidity
 from camprompt.conventions import FG_LABEL, check_rgb_batch, point_pixels
 from camprompt.data import check_normalized, denormalize
+from camprompt.edges import refine_edges
 from camprompt.metrics import iou_batch
 from camprompt.pipelines import CamSamPipeline, SamLike
 from camprompt.placement import PlacementConfig, RegionChoice, background_points, foreground_points, pack_points
@@ -46,7 +47,8 @@ class ForegroundPointsPipeline(CamSamPipeline):
     (:mod:`camprompt.no_shape`), needed when the search config's ``w_keep_judge`` is not 0.
     """
 
-    description = ("Grad-CAM says roughly where the evidence is; colour regions grown from its peaks and from a "
+    #: How the pipeline finds its prompts, in plain words (:attr:`description` adds its mask's last step).
+    about = ("Grad-CAM says roughly where the evidence is; colour regions grown from its peaks and from a "
                    "grid, plus SAM's own proposals, are the candidate objects. The classifier's class should "
                    "collapse when the object is painted over, and the region's silhouette shown alone should read "
                    "as that class to the classifier and as a shape to a copy of it trained to also answer 'no "
@@ -74,6 +76,13 @@ class ForegroundPointsPipeline(CamSamPipeline):
         uint8, _, choices = self.locate(images)
         fg = [self.foreground_points(image, choice) for image, choice in zip(uint8, choices)]
         return self.segment(images, *pack_points(fg), regions=np.stack([c.region for c in choices]))
+
+    @property
+    def description(self) -> str:
+        """How this pipeline finds its prompts and its mask, in plain words (``points@S`` records it for the report)."""
+        refined = (" Each pixel on the mask's outline then goes to the side, shape or background, whose colour it "
+                   "carries." if self.placement_config.edge_rounds else "")
+        return self.about + refined
 
     @classmethod
     def placement_from(cls, params: Mapping[str, Any]) -> PlacementConfig:
@@ -196,6 +205,12 @@ class ForegroundPointsPipeline(CamSamPipeline):
             total.append(score)
         return int(np.argmax(total)) if np.isfinite(total).any() else int(np.argmax(scores))
 
+    def finish_mask(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """SAM's kept mask, its outline pixels reassigned by colour ``edge_rounds`` times
+        (:func:`camprompt.edges.refine_edges`; 0 = as SAM drew it)."""
+        cfg = self.placement_config
+        return refine_edges(image, mask, rounds=cfg.edge_rounds, threshold=cfg.edge_threshold) if cfg.edge_rounds else mask
+
 
 def _given_regions(regions: Any, seeds: Any, shape: tuple[int, ...]) -> list[RegionChoice]:
     """Precomputed regions bool (B,H,W) + fallback seeds (B,2) -> choices, with shape checks."""
@@ -218,7 +233,7 @@ class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
     the documented fallback is the pixel farthest from the foreground points.
     """
 
-    description = ("The same foreground point, plus background points that tell SAM where the object ends: "
+    about = ("The same foreground point, plus background points that tell SAM where the object ends: "
                    "pixels a few pixels outside the chosen region, where Grad-CAM is cool and the colour clearly "
                    "differs from the region's, spread around it.")
 
