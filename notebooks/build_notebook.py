@@ -480,7 +480,9 @@ foreground points only, `ForegroundBackgroundPipeline` adds background points. T
 (propose candidate regions around the heatmap's peaks, verify them with the classifier, let SAM
 re-rank the best few, place points deep inside the winner) is the `search` and `placement` code below;
 their docstrings explain each step. SAM answers the points alone and the points with the winner's
-bounding box, and the pipeline keeps one mask of the six it proposes.
+bounding box, and the pipeline keeps one mask of the six it proposes; then each pixel on that mask's
+outline goes to the side whose colour it carries (the `edges` code: SAM draws a small shape's edge a
+pixel off).
 """
 
 JUDGE_MD = """

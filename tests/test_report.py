@@ -271,6 +271,12 @@ def test_discussion_says_where_robustness_falls_against_sams_ceiling(fake_repo: 
     assert len(sentences) <= 5
     assert "hardest variant is noise4" in text and "mean IoU 0.400" in text and "50.0% of foreground points" in text
     assert "0.900 for SAM prompted with the ideal point" in text and "the prompts lose more than SAM does" in text
+    for v in robustness.variants.values():  # every variant past SAM's own mask from the ideal point
+        v["strategies"]["fgbg"]["iou_mean"] = min(1.0, v["sam_ceiling"]["single"] + 0.01)
+    for edge_rounds, tail in ((0, "masks), above SAM's own mask."),
+                              (2, "masks), above SAM's own mask, as the pipeline refines its outline by colour.")):
+        best.params = {**best.params, "edge_rounds": edge_rounds}
+        assert " ".join(discussion(results, ev, robustness)).count(tail) == 1
 
 
 def test_strategy_description_is_the_recorded_one(fake_repo: Path) -> None:

@@ -42,11 +42,12 @@ def refine_edges(image: np.ndarray, mask: np.ndarray, *, rounds: int = 1, thresh
     """``mask`` bool (H,W) with its outline pixels reassigned by colour (see the module docstring).
 
     ``image`` uint8 (H,W,3). ``rounds``: refinement steps (0 = the mask as it is). ``threshold``: the
-    fill share (0..1) from which an outline pixel belongs to the shape. ``sigma`` (px): the reach of the
-    local background estimate. ``min_gap``: the least RGB distance between fill and background at
-    which colour decides. ``blend_tol``: how far off the fill-background line (in units of their
-    distance) a pixel may lie and still count as their blend. ``band`` (px): how far from the outline, inside and out, pixels may change.
-    A mask too small to have an interior, or one that leaves no pixel outside, is returned unchanged.
+    fill share (0..1) from which an outline pixel belongs to the shape. ``sigma`` (px): the reach of
+    the local background estimate. ``min_gap``: the least RGB distance between fill and background
+    at which colour decides. ``blend_tol``: how far off the fill-background line (in units of their
+    distance) a pixel may lie and still count as their blend. ``band`` (px): how far from the
+    outline, inside and out, pixels may change. A mask too small to have an interior, or one that
+    leaves no pixel outside, is returned unchanged.
     """
     image = check_rgb_image(image)
     mask = np.asarray(mask)

@@ -80,8 +80,7 @@ class ForegroundPointsPipeline(CamSamPipeline):
     @property
     def description(self) -> str:
         """How this pipeline finds its prompts and its mask, in plain words (``points@S`` records it for the report)."""
-        refined = (" Each pixel on the mask's outline then goes to the side, shape or background, whose colour it "
-                   "carries." if self.placement_config.edge_rounds else "")
+        refined = " The mask's outline pixels then go to the side whose colour they carry." if self.placement_config.edge_rounds else ""
         return self.about + refined
 
     @classmethod
