@@ -9,6 +9,9 @@ classifier as loaded, and fitted to its trained size (its input resized, and wit
 search's pixel knobs scaled to the images). SAM's embeddings are cached on disk.
 
     python benchmarks/bench_sizes.py --n 50 --sizes 32x32,128x96,96x96
+    python benchmarks/bench_sizes.py --sizes 128x96 --set strategies.fg_bg.edge_rounds=0
+
+``--set KEY=VALUE`` overrides any params entry, as in bench_strategies.py.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench_strategies import DiskCachedPredictor
-from camprompt.artifacts import load_params, write_json
+from bench_strategies import DiskCachedPredictor, params_with
+from camprompt.artifacts import write_json
 from camprompt.classifier import load_classifier
 from camprompt.data import SplitArrays, load_split
 from camprompt.decision import Decision
@@ -66,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resized", action="store_true", help="resize val[offset:offset+n] instead of drawing")
     ap.add_argument("--offset", type=int, default=100, help="first val image with --resized")
     ap.add_argument("--cache", default="data/bench/sam_sizes.npz", help="SAM embeddings cache")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE params override (repeatable)")
     args = ap.parse_args(argv)
-    params = load_params()
+    params = params_with(args.set)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     predictor = DiskCachedPredictor(load_predictor({**params["sam"], "cache_size": 0}, "cpu"), Path(args.cache))
     strategies = {k: params["strategies"][k] for k in STRATEGIES}
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{source}\n| size | input fitted | classifier (decided) | SAM ideal single / best of 3 | "
           + " | ".join(f"{k} FG hit / IoU" for k in STRATEGIES) + f" |\n|---|---|---|---|{'---|' * len(STRATEGIES)}")
     print("\n".join(rows))
-    write_json(Path("data/bench") / f"sizes_{'resized' if args.resized else 'drawn'}_{args.n}.json",
+    write_json(Path("data/bench") / f"sizes_{'resized' if args.resized else 'drawn'}_{args.n}{'_set' if args.set else ''}.json",
                {"args": vars(args), "results": results})
 
 

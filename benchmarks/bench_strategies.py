@@ -65,6 +65,14 @@ class DiskCachedPredictor:
                 np.savez(f, **self.store)
 
 
+def params_with(sets: list[str]) -> dict[str, Any]:
+    """params.yaml with each ``--set KEY=VALUE`` applied (a bad one ends the run with its message)."""
+    try:
+        return override_params(load_params(), sets)
+    except ValueError as exc:
+        raise SystemExit(f"--set {exc}") from None
+
+
 def variant_slice(params: dict[str, Any], spec: VariantSpec, offset: int, n: int) -> SplitArrays:
     """Val images ``offset`` .. ``offset + n`` of variant ``spec`` (a generator variant draws the first
     ``offset + n`` and keeps the slice, so each image is the one a longer run draws)."""
@@ -93,10 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    try:
-        params = override_params(load_params(), args.set)
-    except ValueError as exc:
-        raise SystemExit(f"--set {exc}") from None
+    params = params_with(args.set)
     specs = variant_specs(params)
     names = args.variants.split(",") if args.variants else list(specs)
     try:
