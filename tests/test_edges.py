@@ -137,7 +137,7 @@ class OnePixelWideSam:
 
 
 @pytest.mark.parametrize("cls", [ForegroundPointsPipeline, ForegroundBackgroundPipeline])
-def test_search_pipelines_refine_samss_mask_when_asked(cls) -> None:
+def test_search_pipelines_refine_sams_mask_when_asked(cls) -> None:
     shape = render_shape("triangle", 32.0, 24.0, 16, W, H)
     image = _painted(shape.astype(float))[None]
     coords = np.array([[[32.0, 26.0], [2.0, 2.0], [60.0, 45.0]]], np.float32)

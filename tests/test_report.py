@@ -273,8 +273,8 @@ def test_discussion_says_where_robustness_falls_against_sams_ceiling(fake_repo: 
     assert "0.900 for SAM prompted with the ideal point" in text and "the prompts lose more than SAM does" in text
     for v in robustness.variants.values():  # every variant past SAM's own mask from the ideal point
         v["strategies"]["fgbg"]["iou_mean"] = min(1.0, v["sam_ceiling"]["single"] + 0.01)
-    for edge_rounds, tail in ((0, "masks), above SAM's own mask."),
-                              (2, "masks), above SAM's own mask, as the pipeline refines its outline by colour.")):
+    for edge_rounds, tail in ((0, "masks), so the pipeline beats SAM's own mask."),
+                              (2, "masks), so the pipeline beats SAM's own mask, whose outline it refines by colour.")):
         best.params = {**best.params, "edge_rounds": edge_rounds}
         assert " ".join(discussion(results, ev, robustness)).count(tail) == 1
 

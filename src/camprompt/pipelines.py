@@ -59,7 +59,8 @@ class BasicSamPipeline:
 
     ``segment`` un-normalises each image to uint8 RGB, sets it on the predictor (with embeddings
     attached to the predictor this is a look-up, not an encoder run), predicts SAM's three
-    multimask proposals and keeps one (:meth:`select_mask`; here: SAM's best predicted IoU).
+    multimask proposals and keeps one (:meth:`select_mask`; here: SAM's best predicted IoU), as
+    :meth:`finish_mask` returns it (here: unchanged).
     ``points_rgb``/``segment_rgb`` do the same on uint8 RGB arrays (B,H,W,3), without torch.
     """
 

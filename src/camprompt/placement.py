@@ -25,7 +25,8 @@ __all__ = ["PlacementConfig", "PLACEMENT_KNOBS", "RegionChoice", "stack_choices"
 
 @dataclass(frozen=True)
 class PlacementConfig:
-    """Knobs that turn a chosen region into points and pick SAM's mask (params ``strategies.<name>``)."""
+    """Knobs that turn a chosen region into points, pick SAM's mask and refine its outline (params
+    ``strategies.<name>``)."""
 
     n_fg: int = 1                 # foreground points per image (interior maxima of the chosen region)
     n_bg: int = 0                 # background points per image

@@ -7,8 +7,9 @@
   outside the object.
 
 Each defines its own ``__call__(images)``: Grad-CAM, the object region it points at, the points, and
-SAM's mask. The search module is imported only when a search runs, so placing points from stored
-regions (the ``points@S`` stage) needs neither it nor torch.
+SAM's mask, its outline refined by colour (:mod:`camprompt.edges`, ``edge_rounds``). The search
+module is imported only when a search runs, so placing points from stored regions (the ``points@S``
+stage) needs neither it nor torch.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ class ForegroundPointsPipeline(CamSamPipeline):
 
     #: How the pipeline finds its prompts, in plain words (:attr:`description` adds its mask's last step).
     about = ("Grad-CAM says roughly where the evidence is; colour regions grown from its peaks and from a "
-                   "grid, plus SAM's own proposals, are the candidate objects. The classifier's class should "
-                   "collapse when the object is painted over, and the region's silhouette shown alone should read "
-                   "as that class to the classifier and as a shape to a copy of it trained to also answer 'no "
-                   "shape'; one foreground point goes to the deepest pixel of the winner's own colour, as far from "
-                   "every edge as possible; SAM answers it with and without the winner's bounding box, and the mask "
-                   "is chosen from both answers.")
+             "grid, plus SAM's own proposals, are the candidate objects. The classifier's class should "
+             "collapse when the object is painted over, and the region's silhouette shown alone should read "
+             "as that class to the classifier and as a shape to a copy of it trained to also answer 'no "
+             "shape'; one foreground point goes to the deepest pixel of the winner's own colour, as far from "
+             "every edge as possible; SAM answers it with and without the winner's bounding box, and the mask "
+             "is chosen from both answers.")
 
     #: Placement knobs this pipeline needs other than PlacementConfig's defaults, applied when omitted.
     default_knobs: Mapping[str, Any] = MappingProxyType({})
@@ -80,8 +81,8 @@ class ForegroundPointsPipeline(CamSamPipeline):
     @property
     def description(self) -> str:
         """How this pipeline finds its prompts and its mask, in plain words (``points@S`` records it for the report)."""
-        refined = " The mask's outline pixels then go to the side whose colour they carry." if self.placement_config.edge_rounds else ""
-        return self.about + refined
+        refined = " The mask's outline pixels then go to the side whose colour they carry."
+        return self.about + (refined if self.placement_config.edge_rounds else "")
 
     @classmethod
     def placement_from(cls, params: Mapping[str, Any]) -> PlacementConfig:
@@ -233,8 +234,8 @@ class ForegroundBackgroundPipeline(ForegroundPointsPipeline):
     """
 
     about = ("The same foreground point, plus background points that tell SAM where the object ends: "
-                   "pixels a few pixels outside the chosen region, where Grad-CAM is cool and the colour clearly "
-                   "differs from the region's, spread around it.")
+             "pixels a few pixels outside the chosen region, where Grad-CAM is cool and the colour clearly "
+             "differs from the region's, spread around it.")
 
     default_knobs = MappingProxyType({"n_bg": 2})
 
