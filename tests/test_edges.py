@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from camprompt.edges import FILL_SHARE, refine_edges
-from camprompt.pipelines import BasicSamPipeline
+from camprompt.pipelines import BasicSamPipeline, GradCAMPeakPipeline
 from camprompt.placement import PlacementConfig
 from camprompt.search_pipelines import ForegroundBackgroundPipeline, ForegroundPointsPipeline
 from camprompt.shapes import render_coverage, render_shape
@@ -151,6 +151,9 @@ def test_search_pipelines_refine_sams_mask_when_asked(cls) -> None:
         masks, scores = pipe.segment_rgb(image, coords, labels)
         np.testing.assert_array_equal(masks[0], want)
         assert scores[0] == pytest.approx(0.9)  # still SAM's predicted IoU of the proposal it kept
+        # the report's words say so exactly when the outline is refined
+        assert pipe.description.startswith(cls.about)
+        assert ("outline pixels" in pipe.description) == bool(rounds)
 
 
 def test_the_baselines_keep_sams_mask_as_it_is() -> None:
@@ -158,3 +161,5 @@ def test_the_baselines_keep_sams_mask_as_it_is() -> None:
     masks, _ = BasicSamPipeline(OnePixelWideSam(shape)).segment_rgb(_painted(shape.astype(float))[None],
                                                                      np.array([[[32.0, 24.0]]]), np.ones((1, 1), np.int64))
     np.testing.assert_array_equal(masks[0], ndi.binary_dilation(shape))
+    for baseline in (BasicSamPipeline(None), GradCAMPeakPipeline(None, None)):
+        assert baseline.description == type(baseline).about and "outline" not in baseline.description

@@ -53,7 +53,8 @@ def refine_edges(image: np.ndarray, mask: np.ndarray, *, rounds: int = 1, thresh
     mask = np.asarray(mask)
     if mask.dtype != bool or mask.shape != image.shape[:2]:
         raise ValueError(f"mask must be bool {image.shape[:2]} to match the image, got {mask.dtype} {mask.shape}")
-    check_edge_knobs(rounds, threshold, sigma=sigma, min_gap=min_gap, blend_tol=blend_tol, band=band)
+    check_edge_knobs(rounds, threshold)
+    _check_rule_knobs(sigma, min_gap, blend_tol, band)
     pixels = image.astype(np.float32)
     out = mask.copy()
     for _ in range(int(rounds)):
@@ -61,15 +62,19 @@ def refine_edges(image: np.ndarray, mask: np.ndarray, *, rounds: int = 1, thresh
     return out
 
 
-def check_edge_knobs(rounds: int, threshold: float, *, sigma: float = 1.0, min_gap: float = 0.0, blend_tol: float = 0.0,
-                     band: int = 1) -> None:
-    """Raise ValueError, saying which and why, for a knob of :func:`refine_edges` out of its range."""
+def check_edge_knobs(rounds: int, threshold: float) -> None:
+    """Raise ValueError, saying which and why, for a knob that params set (``edge_rounds``,
+    ``edge_threshold``) out of its range; :func:`refine_edges` also checks its own."""
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
         raise ValueError(f"rounds (params edge_rounds) must be a whole number >= 0 (0 = no refinement), got {rounds!r}")
-    if isinstance(band, bool) or not isinstance(band, (int, np.integer)) or band < 1:
-        raise ValueError(f"band must be a whole number of pixels >= 1, got {band!r}")
     if not (is_weight(threshold) and threshold <= 1):
         raise ValueError(f"threshold (params edge_threshold) must be a fill share in [0, 1], got {threshold!r}")
+
+
+def _check_rule_knobs(sigma: float, min_gap: float, blend_tol: float, band: int) -> None:
+    """Raise ValueError for a knob of the colour rule itself (kept at the library's values by params)."""
+    if isinstance(band, bool) or not isinstance(band, (int, np.integer)) or band < 1:
+        raise ValueError(f"band must be a whole number of pixels >= 1, got {band!r}")
     if not is_weight(sigma, positive=True):
         raise ValueError(f"sigma must be a distance in pixels > 0, got {sigma!r}")
     if not is_weight(min_gap):

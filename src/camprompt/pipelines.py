@@ -64,15 +64,20 @@ class BasicSamPipeline:
     ``points_rgb``/``segment_rgb`` do the same on uint8 RGB arrays (B,H,W,3), without torch.
     """
 
-    #: How the points are found, in plain words (the report prints it).
-    description = ("One foreground point at the centre of the image, whatever it shows. It uses neither the "
-                   "classifier nor the image content, so it finds the shape only when the shape covers the centre.")
+    #: How the points are found, in plain words (:attr:`description` reads it).
+    about = ("One foreground point at the centre of the image, whatever it shows. It uses neither the "
+             "classifier nor the image content, so it finds the shape only when the shape covers the centre.")
 
     def __init__(self, predictor: SamLike | None, *, progress: bool = False) -> None:
         if predictor is not None and not (hasattr(predictor, "set_image") and hasattr(predictor, "predict")):
             raise TypeError(f"predictor must be SamPredictor-like (set_image, predict), got {type(predictor).__name__}")
         self._predictor = predictor
         self.progress = progress
+
+    @property
+    def description(self) -> str:
+        """How this pipeline finds its prompts and its mask, in plain words (``points@S`` records it for the report)."""
+        return self.about
 
     @property
     def predictor(self) -> SamLike:
@@ -277,10 +282,10 @@ class GradCAMPeakPipeline(CamSamPipeline):
     of :class:`ForegroundPointsPipeline` adds. SAM's proposal is chosen as in the basic pipeline.
     """
 
-    description = ("One foreground point at the hottest pixel of the classifier's Grad-CAM, the classic way to "
-                   "turn a saliency map into a prompt. Grad-CAM's coarse maps often peak on or just beside the "
-                   "shape's edge, so this point can miss the shape; it is the baseline that shows what the "
-                   "region search adds.")
+    about = ("One foreground point at the hottest pixel of the classifier's Grad-CAM, the classic way to "
+             "turn a saliency map into a prompt. Grad-CAM's coarse maps often peak on or just beside the "
+             "shape's edge, so this point can miss the shape; it is the baseline that shows what the "
+             "region search adds.")
 
     def points(self, images: Tensor, heatmaps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One foreground point per image at its heatmap's maximum: coords (B,1,2), labels (B,1).

@@ -80,7 +80,7 @@ class ForegroundPointsPipeline(CamSamPipeline):
 
     @property
     def description(self) -> str:
-        """How this pipeline finds its prompts and its mask, in plain words (``points@S`` records it for the report)."""
+        """:attr:`about`, and the mask's last step when this pipeline refines it."""
         refined = " The mask's outline pixels then go to the side whose colour they carry."
         return self.about + (refined if self.placement_config.edge_rounds else "")
 
