@@ -241,10 +241,13 @@ def _robustness_sentence(best: StrategyResult, robustness: Robustness | None) ->
     m, ceiling = v["strategies"][best.name], v.get("sam_ceiling") or {}
     gap = (ceiling.get("single") or 0.0) - m["iou_mean"]
     if gap < 0:
-        verdict = "so the pipeline beats SAM's own mask" + (", whose outline it refines by colour"
-                                                           if best.params.get("edge_rounds") else "")
+        verdict = "so the pipeline beats SAM's own mask"
+        if best.params.get("edge_rounds"):
+            verdict += ", whose outline it refines by colour"
+    elif gap < 0.05:
+        verdict = "so most of that loss is SAM's, not the prompts'"
     else:
-        verdict = "so most of that loss is SAM's, not the prompts'" if gap < 0.05 else "so the prompts lose more than SAM does"
+        verdict = "so the prompts lose more than SAM does"
     return (f"Its hardest variant is {worst} (n = {v.get('n_images')}): mean IoU {fmt_value(m['iou_mean'])} with "
             f"{_pct(m.get('fg_hit_rate'), 1)} of foreground points inside the shape and the classifier right on "
             f"{_pct(v.get('classifier_accuracy'))}, against {fmt_value(ceiling.get('single'))} for SAM prompted with the "
