@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from camprompt.artifacts import ArtifactError
+from camprompt.augment import turned_and_stretched
 from camprompt.classifier import (
     Augment,
     ClassifierError,
@@ -82,6 +83,35 @@ def test_augment_keeps_shape_range_and_is_seeded() -> None:
     assert all(not torch.equal(j1[i], plain[i]) for i in range(8))
     js = Augment(**only_jpeg)(smooth.contiguous(), torch.Generator().manual_seed(3))
     assert float((js - smooth.permute(0, 3, 1, 2).float() / 255).abs().mean()) < 0.05
+
+
+STILL = dict(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)
+
+
+def test_augment_affine_turns_and_stretches_about_the_centre() -> None:
+    """The turn is a true one (a quarter turn of a square picture is rot90), the stretch keeps the
+    area, and with ``affine`` 0 the generator's stream is untouched, so older recipes train as before."""
+    rng = np.random.default_rng(4)
+    square = torch.from_numpy(rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255
+    quarter = turned_and_stretched(square, torch.full((3,), math.pi / 2), torch.zeros(3))
+    assert torch.allclose(quarter, torch.rot90(square, -1, dims=(2, 3)), atol=1e-5)  # clockwise on screen
+    assert torch.allclose(turned_and_stretched(square, torch.zeros(3), torch.zeros(3)), square, atol=1e-6)
+    ys, xs = np.mgrid[0:48, 0:64]
+    disk = ((xs - 31.5) ** 2 + (ys - 23.5) ** 2 <= 10.0 ** 2).astype(np.uint8) * 255
+    disks = torch.from_numpy(np.repeat(disk[None, :, :, None], 3, 3)).expand(16, 48, 64, 3).contiguous()
+    stretched = Augment(**STILL, affine=1.0, rotate=0.0, stretch=0.45)(disks, torch.Generator().manual_seed(1))
+    for image in stretched[:, 0].numpy():
+        ys_in, xs_in = np.nonzero(image >= 0.5)
+        aspect = (xs_in.max() - xs_in.min() + 1) / (ys_in.max() - ys_in.min() + 1)
+        assert 1 / 1.45 - 0.1 <= aspect <= 1.45 + 0.1
+        assert abs(image.sum() - np.pi * 100) < 0.08 * np.pi * 100
+    assert len({round(float(s.sum()), 1) for s in stretched[:, 0]}) > 1  # each image its own draw
+    images = torch.from_numpy(rng.integers(0, 256, (8, 48, 64, 3), dtype=np.uint8))
+    assert torch.equal(Augment(affine=0.0, rotate=40.0)(images, torch.Generator().manual_seed(2)),
+                       Augment()(images, torch.Generator().manual_seed(2)))
+    for bad in ({"affine": 1.5}, {"rotate": -1.0}, {"stretch": float("nan")}, {"hflip": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Augment(**bad)
 
 
 def test_training_overfits_a_handful_and_is_deterministic(tiny: Path) -> None:

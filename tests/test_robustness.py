@@ -23,7 +23,7 @@ from camprompt.robustness import (
     make_variant,
     sam_ceiling,
 )
-from camprompt.shapes import ShapeRules, colour_contrast, compose_image, render_coverage, render_shape
+from camprompt.shapes import CLASSES, Outline, ShapeRules, colour_contrast, compose_image, render_coverage, render_shape
 
 DATA = {"backgrounds": "procedural", "width": 64, "height": 48}
 FOREIGN = {"min_shape_size": 8.0, "max_shape_size": 26.0, "min_inside": 0.6, "min_contrast": 30.0, "contrast": "mean",
@@ -85,11 +85,53 @@ def test_bad_perturbations_are_refused(params: dict, match: str) -> None:
 @pytest.mark.parametrize("knobs, match", [
     ({"min_shape_size": 0}, "min_shape_size"), ({"min_shape_size": 30, "max_shape_size": 20}, "min_shape_size"),
     ({"min_inside": 1.5}, "min_inside"), ({"min_contrast": -1}, "min_contrast"), ({"contrast": "median"}, "contrast"),
-    ({"rasteriser": "bresenham"}, "rasteriser"),
+    ({"rasteriser": "bresenham"}, "rasteriser"), ({"rotation": -5}, "rotation"), ({"rotation": 270}, "rotation"),
+    ({"star_inner": 1.2}, "star_inner"), ({"triangle_height": 0}, "triangle_height"),
+    ({"diamond_width": float("nan")}, "diamond_width"),
 ])
 def test_bad_shape_rules_are_refused(knobs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ShapeRules(**knobs)
+
+
+def _extent(mask: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1
+
+
+def test_another_authors_outlines_keep_their_proportions_and_turn_clockwise() -> None:
+    ours = {cls: render_shape(cls, 31.5, 23.5, 24, 64, 48) for cls in CLASSES}
+    for cls in CLASSES:  # the default outline is ours, pixel for pixel
+        np.testing.assert_array_equal(render_shape(cls, 31.5, 23.5, 24, 64, 48, Outline()), ours[cls])
+    width, height = _extent(render_shape("triangle", 31.5, 23.5, 24, 64, 48, Outline(triangle_height=0.866)))
+    ours_width, ours_height = _extent(ours["triangle"])
+    assert abs(height / width - 0.866) < 0.1 and abs(ours_height / ours_width - 1) < 0.1
+    width, height = _extent(render_shape("diamond", 31.5, 23.5, 24, 64, 48, Outline(diamond_width=0.7)))
+    assert abs(width / height - 0.7) < 0.1
+    thin = render_shape("star", 31.5, 23.5, 24, 64, 48, Outline(star_inner=0.382))
+    assert thin.sum() < ours["star"].sum() and not (thin & ~ours["star"]).any()
+    # a quarter turn clockwise on screen: the triangle's apex points right, its base is the left column
+    turned = render_shape("triangle", 31.5, 23.5, 24, 64, 48, Outline(angle=90.0))
+    cols = turned.sum(0)[turned.any(0)]
+    assert cols[0] > cols[-1]
+    np.testing.assert_array_equal(turned, turned[::-1])  # symmetric about the horizontal axis now
+    assert render_shape("circle", 31.5, 23.5, 24, 64, 48, Outline(angle=33.0)).sum() == ours["circle"].sum()
+
+
+def test_a_turning_generator_draws_each_angle_within_its_rotation_and_is_seeded() -> None:
+    background = np.full((48, 64, 3), 20, np.uint8)
+    rules = ShapeRules(rotation=15.0, diamond_width=0.7)
+    drawn = [compose_image(np.random.default_rng(seed), background, "square", rules) for seed in range(8)]
+    angles = [info["angle"] for _, _, info in drawn]
+    assert all(-15 <= a <= 15 for a in angles) and len(set(angles)) == 8
+    again = compose_image(np.random.default_rng(3), background, "square", rules)
+    np.testing.assert_array_equal(again[0], drawn[3][0])
+    np.testing.assert_array_equal(again[1], drawn[3][1])
+    for (_, mask, info) in drawn:
+        cx, cy = info["center"]
+        expected = render_shape("square", cx, cy, info["size"], 64, 48, rules.outline(info["angle"]))
+        np.testing.assert_array_equal(mask, expected)
+    assert "angle" not in compose_image(np.random.default_rng(0), background, "square", ShapeRules())[2]
 
 
 def test_antialiased_shapes_blend_their_edges_and_keep_the_half_covered_mask() -> None:

@@ -1,7 +1,9 @@
 """Label-preserving augmentation of uint8 training batches, drawn from one seeded generator.
 
 Random translation (zero padding: reflection would mirror a shape cut by the frame into a second,
-different-looking shape), horizontal flip (every class is left-right symmetric), colour-channel
+different-looking shape), optionally a small turn and stretch (``affine``: another author may draw a
+narrower diamond, an equilateral triangle or a shape turned a little; the class survives, our
+generator's exact proportions do not), horizontal flip (every class is left-right symmetric), colour-channel
 permutation and brightness/contrast jitter (shape colours are random), Gaussian noise, a 3x3 blur
 and JPEG round trips, so that the classifier and its Grad-CAM also hold up on noisy or compressed
 copies.
@@ -9,6 +11,7 @@ copies.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +20,7 @@ from torch import Tensor
 
 from camprompt.perturb import jpeg_round_trip
 
-__all__ = ["Augment"]
+__all__ = ["Augment", "turned_and_stretched"]
 
 
 @dataclass
@@ -34,6 +37,19 @@ class Augment:
     blur: float = 0.2  # probability of a 3x3 Gaussian blur (JPEG-like softening)
     jpeg: float = 0.0  # probability of a JPEG round trip ...
     jpeg_quality: tuple[int, int] | list[int] = (40, 95)  # ... at a quality drawn from this range
+    affine: float = 0.0  # probability of a turn and stretch about the centre ...
+    rotate: float = 15.0  # ... by up to this many degrees either way ...
+    stretch: float = 0.45  # ... and an aspect ratio (width over height) in [1 / (1 + s), 1 + s], area kept
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "channel_permute", "noise", "blur", "jpeg", "affine"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"train.augment.{name} is a probability in 0..1, got {value!r}")
+        for name in ("translate", "brightness", "contrast", "noise_std", "rotate", "stretch"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"train.augment.{name} is a magnitude >= 0, got {value!r}")
 
     def __call__(self, images: Tensor, gen: torch.Generator) -> Tensor:
         """uint8 (B,H,W,3) -> augmented float32 (B,3,H,W) in 0..1 (normalise afterwards)."""
@@ -41,6 +57,8 @@ class Augment:
             images = self._jpeg(images, gen)
         x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         b = x.shape[0]
+        if self.affine > 0:
+            x = _random_affine(x, self.affine, self.rotate, self.stretch, gen)
         if self.translate > 0:
             x = _random_translate(x, self.translate, gen)
         if self.hflip > 0:
@@ -77,6 +95,31 @@ class Augment:
         for i in torch.nonzero(chosen).flatten().tolist():
             out[i] = torch.from_numpy(jpeg_round_trip(images[i].numpy(), int(qualities[i])))
         return out
+
+
+def _random_affine(x: Tensor, p: float, degrees: float, stretch: float, gen: torch.Generator) -> Tensor:
+    """Turn a random share ``p`` of the images by up to ``degrees`` either way and stretch them to an
+    aspect ratio in [1 / (1 + stretch), 1 + stretch] (log-uniform); the others pass through unchanged."""
+    b = x.shape[0]
+    chosen = torch.rand(b, generator=gen) < p
+    angles = torch.deg2rad((torch.rand(b, generator=gen) * 2 - 1) * degrees)
+    log_aspects = (torch.rand(b, generator=gen) * 2 - 1) * math.log1p(stretch)
+    return torch.where(chosen.view(b, 1, 1, 1), turned_and_stretched(x, angles, log_aspects), x)
+
+
+def turned_and_stretched(x: Tensor, angles: Tensor, log_aspects: Tensor) -> Tensor:
+    """Each image (B,C,H,W) turned by its angle (radians, clockwise on screen) and stretched to
+    width over height ``exp(log_aspect)`` at its area, about its centre; bilinear, black outside."""
+    b, _, h, w = x.shape
+    sx, sy = torch.exp(log_aspects / 2), torch.exp(-log_aspects / 2)   # width x sx, height x sy
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    # affine_grid maps output to input coordinates, each axis normalised to -1..1: the inverse of
+    # "stretch, then turn", with the pixel grid's aspect h / w folded in so that the turn is a true one
+    inverse = torch.zeros(b, 2, 3)
+    inverse[:, 0, 0], inverse[:, 0, 1] = cos / sx, sin * h / w / sx
+    inverse[:, 1, 0], inverse[:, 1, 1] = -sin * w / h / sy, cos / sy
+    grid = F.affine_grid(inverse, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _random_translate(x: Tensor, pad: int, gen: torch.Generator) -> Tensor:

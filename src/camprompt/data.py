@@ -255,7 +255,8 @@ def generate_dataset(
     backgrounds: str = "auto", npz: str | os.PathLike[str] | None = None, cifar_root: str | os.PathLike[str] | None = None,
     width: int = 64, height: int = 48, min_shape_size: float = 10, max_shape_size: float = 20,
     min_inside: float = 0.8, min_contrast: float = 60.0, contrast: str = "p10", exclusive_colour: bool = True,
-    rasteriser: str = "centre", train_variety: float = 0.0, progress: bool = True,
+    rasteriser: str = "centre", triangle_height: float = 1.0, star_inner: float = 0.45, diamond_width: float = 1.0,
+    rotation: float = 0.0, train_variety: float = 0.0, progress: bool = True,
 ) -> dict[str, Any]:
     """Generate the whole dataset into ``root`` atomically and return the ``dataset.json`` content.
 
@@ -272,7 +273,9 @@ def generate_dataset(
         raise ValueError(f"data.sizes must map splits {SPLITS} to non-negative counts, got {sizes}")
     rules = ShapeRules(min_shape_size=float(min_shape_size), max_shape_size=float(max_shape_size),
                        min_inside=float(min_inside), min_contrast=float(min_contrast), contrast=contrast,
-                       exclusive_colour=bool(exclusive_colour), rasteriser=rasteriser)
+                       exclusive_colour=bool(exclusive_colour), rasteriser=rasteriser,
+                       triangle_height=float(triangle_height), star_inner=float(star_inner),
+                       diamond_width=float(diamond_width), rotation=float(rotation))
     if not 0.0 <= float(train_variety) <= 1.0:
         raise ValueError(f"data.train_variety is the share of train images drawn by varied rules, in 0..1; "
                          f"got {train_variety}")

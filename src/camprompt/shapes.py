@@ -6,7 +6,8 @@ binary mask. The rules, and why each exists:
 * Shapes are rasterised on pixel centres with no anti-aliasing, so the mask is *exactly* the set of
   pixels painted with the fill colour -- no ambiguous edge pixels in the segmentation ground truth.
 * A shape spans ``min_shape_size``..``max_shape_size`` pixels (its bounding box), is axis-aligned
-  (a diamond is a square turned 45 degrees; triangle and star point up) and may sit anywhere as long
+  (a diamond is a square turned 45 degrees; triangle and star point up; another author's proportions
+  and turns are :class:`Outline`'s knobs) and may sit anywhere as long
   as at least ``min_inside`` of its area lies inside the frame (partly cut shapes are realistic, but a
   sliver would make the label unknowable).
 * **Minimum-contrast rule.** The fill colour must stand out from the background it covers: the 10th
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 from matplotlib.path import Path as PolygonPath
 
-__all__ = ["CLASSES", "CONTRAST_PERCENTILE", "CONTRAST_STATS", "RASTERISERS", "ShapeRules", "render_shape",
+__all__ = ["CLASSES", "CONTRAST_PERCENTILE", "CONTRAST_STATS", "RASTERISERS", "Outline", "ShapeRules", "render_shape",
            "render_coverage", "colour_contrast", "compose_image", "varied_rules"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond")
@@ -44,23 +45,64 @@ _PLACEMENT_TRIES = 200
 _CUBE_CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.uint8)
 
 
-def _polygon(cls: str, cx: float, cy: float, size: float) -> np.ndarray | None:
-    """Vertices (x, y) of the polygonal classes, bounding box ``size`` wide; None for the others."""
+@dataclass(frozen=True)
+class Outline:
+    """How one shape's outline is proportioned and turned; the defaults are this benchmark's.
+
+    Another author plausibly draws the same five classes with other proportions -- an equilateral
+    triangle (``triangle_height`` 0.866), a regular pentagram (``star_inner`` 0.382), a diamond
+    narrower than a turned square (``diamond_width`` 0.7) -- or turns them a little (``angle``,
+    degrees, clockwise on screen, about the centre). A circle is the same under all of them.
+    """
+
+    triangle_height: float = 1.0   # the triangle's height over its width
+    star_inner: float = 0.45       # the star's inner over outer radius (0.45 keeps the arms visible at 10 px)
+    diamond_width: float = 1.0     # the diamond's width over its height
+    angle: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("triangle_height", "diamond_width"):
+            if not (np.isfinite(getattr(self, name)) and 0.25 <= getattr(self, name) <= 4):
+                raise ValueError(f"{name} is a ratio in 0.25..4, got {getattr(self, name)!r}")
+        if not (np.isfinite(self.star_inner) and 0 < self.star_inner < 1):
+            raise ValueError(f"star_inner is the inner over the outer radius, in (0, 1), got {self.star_inner!r}")
+        if not np.isfinite(self.angle):
+            raise ValueError(f"angle must be a finite number of degrees, got {self.angle!r}")
+
+
+_OURS = Outline()
+
+
+def _polygon(cls: str, cx: float, cy: float, size: float, outline: Outline = _OURS) -> np.ndarray | None:
+    """Vertices (x, y) of the class's outline, bounding box ``size`` wide before any turn; None for a circle."""
     h = size / 2.0
-    if cls == "triangle":  # isosceles, apex up, as tall as wide
-        return np.array([[cx, cy - h], [cx + h, cy + h], [cx - h, cy + h]])
-    if cls == "star":  # five points, one straight up; inner radius 0.45 keeps the arms visible at 10 px
+    if cls == "circle":
+        return None
+    if cls == "square":
+        verts = np.array([[-h, -h], [h, -h], [h, h], [-h, h]])
+    elif cls == "diamond":
+        w = outline.diamond_width * h
+        verts = np.array([[0.0, -h], [w, 0.0], [0.0, h], [-w, 0.0]])
+    elif cls == "triangle":  # apex up, ``triangle_height`` times as tall as wide
+        t = outline.triangle_height * h
+        verts = np.array([[0.0, -t], [h, t], [-h, t]])
+    else:  # star: five points, one straight up
         angles = -np.pi / 2 + np.arange(10) * np.pi / 5
-        radii = np.where(np.arange(10) % 2 == 0, h, 0.45 * h)
-        return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
-    return None
+        radii = np.where(np.arange(10) % 2 == 0, h, outline.star_inner * h)
+        verts = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    if outline.angle:
+        a = np.deg2rad(outline.angle)
+        verts = verts @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    return verts + [cx, cy]
 
 
-def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> np.ndarray:
+def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height: int,
+                 outline: Outline = _OURS) -> np.ndarray:
     """Crisp boolean mask (height, width) of one shape centred at (cx, cy), spanning ``size`` pixels.
 
     Pixel (x, y) is inside when its centre is, so there is no anti-aliasing and the mask is exact.
-    Coordinates may lie outside the frame (the shape is then clipped).
+    Coordinates may lie outside the frame (the shape is then clipped). ``outline``: another author's
+    proportions and turn (the defaults: ours).
     """
     if cls not in CLASSES:
         raise ValueError(f"unknown shape class {cls!r}; expected one of {CLASSES}")
@@ -68,11 +110,11 @@ def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height
     h = size / 2.0
     if cls == "circle":
         return (xs - cx) ** 2 + (ys - cy) ** 2 <= h * h
-    if cls == "square":
+    if outline == _OURS and cls == "square":
         return (np.abs(xs - cx) <= h) & (np.abs(ys - cy) <= h)
-    if cls == "diamond":
+    if outline == _OURS and cls == "diamond":
         return np.abs(xs - cx) + np.abs(ys - cy) <= h
-    verts = _polygon(cls, cx, cy, size)
+    verts = _polygon(cls, cx, cy, size, outline)
     points = np.stack([xs.ravel(), ys.ravel()], axis=1)
     return PolygonPath(verts).contains_points(points).reshape(height, width)
 
@@ -87,7 +129,9 @@ class ShapeRules:
     (weaker: half the shape may match the background); ``exclusive_colour``: whether the fill colour
     is kept out of the rest of the image; ``rasteriser``: ``centre`` paints the pixels whose centre
     is inside (crisp, exact masks), ``antialias`` blends the colour by each pixel's coverage (4x4
-    sub-pixels) and the mask holds the pixels at least half covered.
+    sub-pixels) and the mask holds the pixels at least half covered; ``triangle_height``,
+    ``star_inner`` and ``diamond_width`` proportion the outlines (:class:`Outline`), and each shape is
+    turned by an angle drawn uniformly within ``rotation`` degrees either way.
     """
 
     min_shape_size: float = 10.0
@@ -97,6 +141,10 @@ class ShapeRules:
     contrast: str = "p10"
     exclusive_colour: bool = True
     rasteriser: str = "centre"
+    triangle_height: float = 1.0
+    star_inner: float = 0.45
+    diamond_width: float = 1.0
+    rotation: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_shape_size <= self.max_shape_size:
@@ -109,6 +157,13 @@ class ShapeRules:
             raise ValueError(f"contrast must be one of {CONTRAST_STATS}, got {self.contrast!r}")
         if self.rasteriser not in RASTERISERS:
             raise ValueError(f"rasteriser must be one of {RASTERISERS}, got {self.rasteriser!r}")
+        if not (np.isfinite(self.rotation) and 0 <= self.rotation <= 180):
+            raise ValueError(f"rotation is the largest turn in degrees, in 0..180, got {self.rotation!r}")
+        self.outline()  # the proportions' own checks
+
+    def outline(self, angle: float = 0.0) -> Outline:
+        """The outline these rules draw, turned by ``angle`` degrees."""
+        return Outline(self.triangle_height, self.star_inner, self.diamond_width, angle)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,17 +195,19 @@ def varied_rules(rng: np.random.Generator) -> ShapeRules:
     )
 
 
-def render_coverage(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> np.ndarray:
+def render_coverage(cls: str, cx: float, cy: float, size: float, width: int, height: int,
+                    outline: Outline = _OURS) -> np.ndarray:
     """float (height, width) in 0..1: the share of each pixel the shape covers (4x4 sub-pixel samples)."""
     k = _SUPERSAMPLE
-    fine = render_shape(cls, (cx + 0.5) * k - 0.5, (cy + 0.5) * k - 0.5, size * k, width * k, height * k)
+    fine = render_shape(cls, (cx + 0.5) * k - 0.5, (cy + 0.5) * k - 0.5, size * k, width * k, height * k, outline)
     return fine.reshape(height, k, width, k).mean(axis=(1, 3))
 
 
-def _inside_fraction(cls: str, cx: float, cy: float, size: float, width: int, height: int) -> tuple[np.ndarray, float]:
+def _inside_fraction(cls: str, cx: float, cy: float, size: float, width: int, height: int,
+                     outline: Outline) -> tuple[np.ndarray, float]:
     """Mask in the frame and the fraction of the full shape's area that it keeps."""
-    pad = int(np.ceil(size)) + 2
-    big = render_shape(cls, cx + pad, cy + pad, size, width + 2 * pad, height + 2 * pad)
+    pad = int(np.ceil(size * max(1.0, outline.triangle_height, outline.diamond_width))) + 2  # a turned shape's reach
+    big = render_shape(cls, cx + pad, cy + pad, size, width + 2 * pad, height + 2 * pad, outline)
     mask = big[pad : pad + height, pad : pad + width]
     total = int(big.sum())
     return mask, (float(mask.sum()) / total if total else 0.0)
@@ -190,10 +247,11 @@ def compose_image(rng: np.random.Generator, background: np.ndarray, cls: str,
         size = float(rng.uniform(rules.min_shape_size, rules.max_shape_size))
         cx = float(rng.uniform(-size / 2, width - 1 + size / 2))
         cy = float(rng.uniform(-size / 2, height - 1 + size / 2))
-        mask, inside = _inside_fraction(cls, cx, cy, size, width, height)
+        outline = rules.outline(float(rng.uniform(-rules.rotation, rules.rotation)) if rules.rotation else 0.0)
+        mask, inside = _inside_fraction(cls, cx, cy, size, width, height, outline)
         coverage = None
         if rules.rasteriser == "antialias":
-            coverage = render_coverage(cls, cx, cy, size, width, height)
+            coverage = render_coverage(cls, cx, cy, size, width, height, outline)
             mask = coverage >= 0.5
         if inside < rules.min_inside or not mask.any():
             continue
@@ -207,6 +265,8 @@ def compose_image(rng: np.random.Generator, background: np.ndarray, cls: str,
             blend = coverage[..., None] * colour.astype(np.float64) + (1 - coverage[..., None]) * background
             image = np.clip(np.round(blend), 0, 255).astype(np.uint8)
         info = {"size": size, "center": [cx, cy], "colour": colour.tolist(), "inside": inside}
+        if rules.rotation:
+            info["angle"] = outline.angle
         return image, mask, info
     raise RuntimeError(
         f"could not place a {cls} with min_inside={rules.min_inside} and min_contrast={rules.min_contrast} after "
