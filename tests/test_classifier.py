@@ -58,6 +58,10 @@ def test_build_classifier_keeps_torchvision_names(stem: str, size: tuple[int, in
         build_classifier(stem="huge")
 
 
+# Every augmentation off: a test switches on only the one it looks at.
+STILL = dict(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)
+
+
 def test_augment_keeps_shape_range_and_is_seeded() -> None:
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8))
     a = Augment()(images, torch.Generator().manual_seed(1))
@@ -66,26 +70,21 @@ def test_augment_keeps_shape_range_and_is_seeded() -> None:
     assert a.shape == (8, 3, 48, 64) and a.dtype == torch.float32
     assert float(a.min()) >= 0 and float(a.max()) <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
-    none = Augment(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)
+    none = Augment(**STILL)
     plain = none(images, torch.Generator())
     assert torch.allclose(plain, images.permute(0, 3, 1, 2).float() / 255)
     # Translation alone moves content; the only new value it brings is the black zero padding.
-    shifted = Augment(translate=3, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)(
-        images, torch.Generator().manual_seed(0))
+    shifted = Augment(**{**STILL, "translate": 3})(images, torch.Generator().manual_seed(0))
     assert set(torch.unique(shifted[0]).tolist()) <= set(torch.unique(plain[0]).tolist()) | {0.0}
     assert not torch.equal(shifted, plain)
     # JPEG alone: every image changes (block artefacts), nothing moves far, and it is seeded too.
-    only_jpeg = dict(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0,
-                     jpeg=1.0, jpeg_quality=[40, 60])
+    only_jpeg = dict(**STILL, jpeg=1.0, jpeg_quality=[40, 60])
     smooth = torch.from_numpy(np.repeat(np.linspace(0, 255, 64, dtype=np.uint8)[None, None, :, None], 3, 3)).expand(8, 48, 64, 3)
     j1 = Augment(**only_jpeg)(images, torch.Generator().manual_seed(3))
     assert torch.equal(j1, Augment(**only_jpeg)(images, torch.Generator().manual_seed(3)))
     assert all(not torch.equal(j1[i], plain[i]) for i in range(8))
     js = Augment(**only_jpeg)(smooth.contiguous(), torch.Generator().manual_seed(3))
     assert float((js - smooth.permute(0, 3, 1, 2).float() / 255).abs().mean()) < 0.05
-
-
-STILL = dict(translate=0, hflip=0, channel_permute=0, brightness=0, contrast=0, noise=0, blur=0)
 
 
 def test_augment_affine_turns_and_stretches_about_the_centre() -> None:
