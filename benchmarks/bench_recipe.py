@@ -28,6 +28,7 @@ from camprompt.decision import Decision, decide
 from camprompt.devices import resolve_device
 from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import VariantSpec, make_variant
+from camprompt.shapes import ShapeRules
 
 BENCH = Path("data/bench")
 
@@ -51,9 +52,8 @@ def _train(params: dict, name: str, init: str | None = None) -> torch.nn.Module:
     root = BENCH / f"recipe_{name}"
     generate_dataset(root, seed=seed, sizes={"train": int(data["sizes"]["train"])}, backgrounds=data.get("backgrounds", "auto"),
                      npz=data.get("npz"), cifar_root=data.get("cifar_root"), width=int(data["width"]),
-                     height=int(data["height"]), min_shape_size=float(data["min_shape_size"]),
-                     max_shape_size=float(data["max_shape_size"]), min_inside=float(data["min_inside"]),
-                     min_contrast=float(data["min_contrast"]), train_variety=float(data["train_variety"]))
+                     height=int(data["height"]), rules=ShapeRules.from_params(data),
+                     train_variety=float(data["train_variety"]))
     config = TrainConfig.from_params(params["train"])
     model = load_classifier(init).train() if init else build_classifier(**config.arch, seed=seed)
     history = train_classifier(model, load_split(root, "train"), load_split(data["root"], "val"), config, seed=seed,

@@ -248,18 +248,19 @@ the frame, a fill colour absent from the background) are in the module's docstri
 """
 
 DATASET = """
-rules = {k: v for k, v in PARAMS["data"].items() if k != "sizes"}
+rules = ShapeRules.from_params(PARAMS["data"])   # the shape knobs; the frame and train_variety go as they are
+frame = {"width": PARAMS["data"]["width"], "height": PARAMS["data"]["height"], "train_variety": PARAMS["data"]["train_variety"]}
 SIZES = {"train": 150, "val": 50, "test": 6} if FAST else dict(PARAMS["data"]["sizes"])
 DATA = WORK / "synthetic_shapes"
 source = {"backgrounds": "npz", "npz": CIFAR_NPZ} if CIFAR_NPZ else {"backgrounds": "cifar10", "cifar_root": WORK / "cifar10"}
 t0 = time.perf_counter()
 try:
-    meta = generate_dataset(DATA, seed=SEED, sizes=SIZES, **source, **rules)
+    meta = generate_dataset(DATA, seed=SEED, sizes=SIZES, **source, **frame, rules=rules)
 except DatasetError as exc:
     if not FAST:
         raise DatasetError(f"{exc}\\nOffline: set CIFAR_NPZ (or the CAMPROMPT_CIFAR_NPZ variable) to a local CIFAR-10 .npz.") from exc
     print(f"{exc}\\n-> FAST run: procedural backgrounds instead")
-    meta = generate_dataset(DATA, seed=SEED, sizes=SIZES, backgrounds="procedural", **rules)
+    meta = generate_dataset(DATA, seed=SEED, sizes=SIZES, backgrounds="procedural", **frame, rules=rules)
 print(f"{sum(SIZES.values())} images from {meta['source']['kind']} backgrounds in {time.perf_counter() - t0:.1f} s:",
       meta["class_counts"])
 """

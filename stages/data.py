@@ -10,6 +10,7 @@ import time
 
 from camprompt.artifacts import load_params
 from camprompt.data import generate_dataset
+from camprompt.shapes import ShapeRules
 
 
 def main() -> None:
@@ -25,10 +26,7 @@ def main() -> None:
         cifar_root=data.get("cifar_root"),
         width=int(data["width"]),
         height=int(data["height"]),
-        min_shape_size=float(data["min_shape_size"]),
-        max_shape_size=float(data["max_shape_size"]),
-        min_inside=float(data["min_inside"]),
-        min_contrast=float(data["min_contrast"]),
+        rules=ShapeRules.from_params(data),
         train_variety=float(data["train_variety"]),
     )
     counts = {split: sum(c.values()) for split, c in meta["class_counts"].items()}

@@ -32,7 +32,7 @@ from camprompt.data import (
     load_split,
     normalize,
 )
-from camprompt.shapes import colour_contrast, render_shape, varied_rules
+from camprompt.shapes import ShapeRules, colour_contrast, render_shape, varied_rules
 
 SIZES = {"train": 40, "val": 12, "test": 11}
 KW = dict(seed=3, sizes=SIZES, backgrounds="procedural", progress=False)
@@ -108,7 +108,7 @@ def test_contrast_and_inside_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         return image, mask, info
 
     monkeypatch.setattr(data_mod, "compose_image", spy)
-    generate_dataset(tmp_path / "ds", seed=1, sizes={"train": 30}, backgrounds="procedural", min_contrast=90.0,
+    generate_dataset(tmp_path / "ds", seed=1, sizes={"train": 30}, backgrounds="procedural", rules=ShapeRules(min_contrast=90.0),
                      progress=False)
     assert len(seen) == 30
     stored = load_split(tmp_path / "ds", "train")
@@ -192,6 +192,23 @@ def test_bad_generation_params(tmp_path: Path) -> None:
         generate_dataset(tmp_path / "a", sizes={"training": 5}, backgrounds="procedural", progress=False)
     with pytest.raises(DatasetError, match="does not exist"):
         generate_dataset(tmp_path / "a", sizes={"train": 5}, backgrounds="npz", npz=tmp_path / "nope.npz", progress=False)
+    with pytest.raises(TypeError, match="ShapeRules"):  # the knobs travel as one ShapeRules, not as a dict
+        generate_dataset(tmp_path / "a", sizes={"train": 5}, backgrounds="procedural", rules={"min_contrast": 90.0},
+                         progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_shape_rules_from_params_take_the_knobs_as_numbers() -> None:
+    # params.yaml's data section: the knobs it names, read as floats whether YAML wrote 10 or 10.0
+    # (dataset.json records one form); root, sizes and the frame are not rules.
+    rules = ShapeRules.from_params({"root": "data/x", "sizes": {"train": 3}, "width": 64, "min_shape_size": 12,
+                                    "max_shape_size": 18, "min_contrast": 90})
+    assert (rules.min_shape_size, rules.max_shape_size, rules.min_contrast) == (12.0, 18.0, 90.0)
+    assert all(isinstance(v, float) for v in (rules.min_shape_size, rules.max_shape_size, rules.min_contrast))
+    assert rules.min_inside == ShapeRules().min_inside
+    assert json.dumps(ShapeRules(min_shape_size=10, max_shape_size=20).as_dict()) == json.dumps(ShapeRules().as_dict())
+    with pytest.raises(ValueError, match="min_contrast must be a number"):
+        ShapeRules.from_params({"min_contrast": "90"})
 
 
 def test_train_variety_varies_only_train_and_keeps_rule_images(dataset: Path, tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def test_the_weaker_contrast_rule_bounds_only_the_mean() -> None:
 
 def test_foreign_generation_is_deterministic(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        generate_dataset(tmp_path / name, seed=1, sizes={"val": 6}, progress=False, **{**DATA, **FOREIGN})
+        generate_dataset(tmp_path / name, seed=1, sizes={"val": 6}, rules=ShapeRules(**FOREIGN), progress=False, **DATA)
     a, b = load_split(tmp_path / "a", "val"), load_split(tmp_path / "b", "val")
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.masks, b.masks)

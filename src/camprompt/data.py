@@ -253,14 +253,12 @@ def write_split(root: str | os.PathLike[str], split: str, arrays: SplitArrays, m
 def generate_dataset(
     root: str | os.PathLike[str], *, seed: int = 0, sizes: Mapping[str, int] | None = None,
     backgrounds: str = "auto", npz: str | os.PathLike[str] | None = None, cifar_root: str | os.PathLike[str] | None = None,
-    width: int = 64, height: int = 48, min_shape_size: float = 10, max_shape_size: float = 20,
-    min_inside: float = 0.8, min_contrast: float = 60.0, contrast: str = "p10", exclusive_colour: bool = True,
-    rasteriser: str = "centre", triangle_height: float = 1.0, star_inner: float = 0.45, diamond_width: float = 1.0,
-    rotation: float = 0.0, train_variety: float = 0.0, progress: bool = True,
+    width: int = 64, height: int = 48, rules: ShapeRules = ShapeRules(), train_variety: float = 0.0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Generate the whole dataset into ``root`` atomically and return the ``dataset.json`` content.
 
-    The shape knobs are :class:`camprompt.shapes.ShapeRules`' (the defaults are this benchmark's).
+    ``rules`` paint the shapes (:class:`camprompt.shapes.ShapeRules`; the defaults are this benchmark's).
     ``train_variety`` is the share of *train* images painted by a random plausible generator
     (:func:`camprompt.shapes.varied_rules`) instead, so the classifier sees more than one author's
     conventions; val and test always follow the rules, so they stay this benchmark.
@@ -271,11 +269,9 @@ def generate_dataset(
     unknown = set(sizes) - set(SPLITS)
     if unknown or any(int(v) < 0 for v in sizes.values()):
         raise ValueError(f"data.sizes must map splits {SPLITS} to non-negative counts, got {sizes}")
-    rules = ShapeRules(min_shape_size=float(min_shape_size), max_shape_size=float(max_shape_size),
-                       min_inside=float(min_inside), min_contrast=float(min_contrast), contrast=contrast,
-                       exclusive_colour=bool(exclusive_colour), rasteriser=rasteriser,
-                       triangle_height=float(triangle_height), star_inner=float(star_inner),
-                       diamond_width=float(diamond_width), rotation=float(rotation))
+    if not isinstance(rules, ShapeRules):
+        raise TypeError(f"rules must be a camprompt.shapes.ShapeRules (e.g. ShapeRules(min_contrast=90.0) or "
+                        f"ShapeRules.from_params(params['data'])), got {type(rules).__name__}")
     if not 0.0 <= float(train_variety) <= 1.0:
         raise ValueError(f"data.train_variety is the share of train images drawn by varied rules, in 0..1; "
                          f"got {train_variety}")

@@ -106,7 +106,7 @@ def make_variant(spec: VariantSpec, *, data_root: str | Path, split: str, n: int
             generated = generate_dataset(
                 Path(tmp) / "split", seed=spec.seed, sizes={split: n}, backgrounds=data_params.get("backgrounds", "auto"),
                 npz=data_params.get("npz"), cifar_root=data_params.get("cifar_root"), width=width, height=height,
-                progress=False, **spec.generator.as_dict())
+                rules=spec.generator, progress=False)
             arrays = load_split(Path(tmp) / "split", split)
         meta.update(source=f"{n} images drawn by another generator's rules", generator=generated)
     images = spec.perturbation.apply(arrays.images, seed=int(seed) * 1000 + spec.seed)

@@ -26,8 +26,8 @@ binary mask. The rules, and why each exists:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.path import Path as PolygonPath
@@ -73,7 +73,7 @@ class Outline:
 _OURS = Outline()
 
 
-def _polygon(cls: str, cx: float, cy: float, size: float, outline: Outline = _OURS) -> np.ndarray | None:
+def _polygon(cls: str, cx: float, cy: float, size: float, outline: Outline) -> np.ndarray | None:
     """Vertices (x, y) of the class's outline, bounding box ``size`` wide before any turn; None for a circle."""
     h = size / 2.0
     if cls == "circle":
@@ -110,6 +110,8 @@ def render_shape(cls: str, cx: float, cy: float, size: float, width: int, height
     h = size / 2.0
     if cls == "circle":
         return (xs - cx) ** 2 + (ys - cy) ** 2 <= h * h
+    # Our upright square and diamond keep their exact comparisons: a polygon test decides the pixels
+    # whose centre lies on the outline differently, and the committed datasets must stay pixel-identical.
     if outline == _OURS and cls == "square":
         return (np.abs(xs - cx) <= h) & (np.abs(ys - cy) <= h)
     if outline == _OURS and cls == "diamond":
@@ -147,6 +149,15 @@ class ShapeRules:
     rotation: float = 0.0
 
     def __post_init__(self) -> None:
+        # Params give 10 or 10.0 alike; the rules hold floats and a bool, so dataset.json records one form.
+        for knob in fields(self):
+            value = getattr(self, knob.name)
+            if knob.type != "float":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"ShapeRules.{knob.name} must be a number, got {value!r}")
+            object.__setattr__(self, knob.name, float(value))
+        object.__setattr__(self, "exclusive_colour", bool(self.exclusive_colour))
         if not 0 < self.min_shape_size <= self.max_shape_size:
             raise ValueError(f"need 0 < min_shape_size <= max_shape_size, got {self.min_shape_size}, {self.max_shape_size}")
         if not 0 < self.min_inside <= 1:
@@ -160,6 +171,12 @@ class ShapeRules:
         if not (np.isfinite(self.rotation) and 0 <= self.rotation <= 180):
             raise ValueError(f"rotation is the largest turn in degrees, in 0..180, got {self.rotation!r}")
         self.outline()  # the proportions' own checks
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ShapeRules:
+        """The rules a params mapping sets (params.yaml's ``data``): its keys that name a knob; the
+        other keys (root, sizes, the frame) belong to the caller, and unset knobs keep our defaults."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
     def outline(self, angle: float = 0.0) -> Outline:
         """The outline these rules draw, turned by ``angle`` degrees."""
