@@ -108,8 +108,8 @@ def test_contrast_and_inside_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         return image, mask, info
 
     monkeypatch.setattr(data_mod, "compose_image", spy)
-    generate_dataset(tmp_path / "ds", seed=1, sizes={"train": 30}, backgrounds="procedural", rules=ShapeRules(min_contrast=90.0),
-                     progress=False)
+    generate_dataset(tmp_path / "ds", seed=1, sizes={"train": 30}, backgrounds="procedural",
+                     rules=ShapeRules(min_contrast=90.0), progress=False)
     assert len(seen) == 30
     stored = load_split(tmp_path / "ds", "train")
     for (cls, background, mask, info), stored_mask in zip(seen, stored.masks):
