@@ -115,13 +115,15 @@ def test_augment_affine_turns_and_stretches_about_the_centre() -> None:
 
 def test_training_overfits_a_handful_and_is_deterministic(tiny: Path) -> None:
     train = load_split(tiny, "train", limit=10)
-    cfg = TrainConfig(epochs=25, batch_size=10, lr=2e-3, label_smoothing=0.0, schedule="onecycle",
+    # Seeded weights and 40 full-batch steps: enough for BatchNorm's running statistics (what
+    # evaluate uses) to settle on the batch's own, so every CPU scores these ten images alike.
+    cfg = TrainConfig(epochs=40, batch_size=10, lr=2e-3, label_smoothing=0.0, schedule="onecycle",
                       augment=False, threads=1)
-    model = build_classifier()
+    model = build_classifier(seed=0)
     before = evaluate(model, train)
     history = train_classifier(model, train, None, cfg, seed=0, progress=False)
     after = evaluate(model, train)
-    assert len(history["epochs"]) == 25 and history["seconds"] > 0
+    assert len(history["epochs"]) == 40 and history["seconds"] > 0
     assert history["epochs"][-1]["train_loss"] < history["epochs"][0]["train_loss"]
     assert after["loss"] < before["loss"]
     assert after["accuracy"] == 1.0
