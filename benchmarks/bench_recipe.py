@@ -23,12 +23,11 @@ import torch
 
 from camprompt.artifacts import load_params, override_params, write_json
 from camprompt.classifier import TrainConfig, build_classifier, evaluate, load_classifier, save_classifier, train_classifier
-from camprompt.data import SplitArrays, generate_dataset, load_split
+from camprompt.data import SplitArrays, generate_from_params, load_split
 from camprompt.decision import Decision, decide
 from camprompt.devices import resolve_device
 from camprompt.input_size import fit_input_size, trained_size
 from camprompt.robustness import VariantSpec, make_variant
-from camprompt.shapes import ShapeRules
 
 BENCH = Path("data/bench")
 
@@ -50,10 +49,7 @@ def val_variant(params: dict, name: str, n: int) -> SplitArrays:
 def _train(params: dict, name: str, init: str | None = None) -> torch.nn.Module:
     data, seed = params["data"], int(params.get("seed", 0))
     root = BENCH / f"recipe_{name}"
-    generate_dataset(root, seed=seed, sizes={"train": int(data["sizes"]["train"])}, backgrounds=data.get("backgrounds", "auto"),
-                     npz=data.get("npz"), cifar_root=data.get("cifar_root"), width=int(data["width"]),
-                     height=int(data["height"]), rules=ShapeRules.from_params(data),
-                     train_variety=float(data["train_variety"]))
+    generate_from_params(root, data, seed=seed, sizes={"train": int(data["sizes"]["train"])})
     config = TrainConfig.from_params(params["train"])
     model = load_classifier(init).train() if init else build_classifier(**config.arch, seed=seed)
     history = train_classifier(model, load_split(root, "train"), load_split(data["root"], "val"), config, seed=seed,

@@ -248,19 +248,18 @@ the frame, a fill colour absent from the background) are in the module's docstri
 """
 
 DATASET = """
-rules = ShapeRules.from_params(PARAMS["data"])   # the shape knobs; the frame and train_variety go as they are
-frame = {"width": PARAMS["data"]["width"], "height": PARAMS["data"]["height"], "train_variety": PARAMS["data"]["train_variety"]}
+# params.yaml's data section sets the frame and the shape rules; the notebook picks its own sizes and backgrounds.
 SIZES = {"train": 150, "val": 50, "test": 6} if FAST else dict(PARAMS["data"]["sizes"])
 DATA = WORK / "synthetic_shapes"
 source = {"backgrounds": "npz", "npz": CIFAR_NPZ} if CIFAR_NPZ else {"backgrounds": "cifar10", "cifar_root": WORK / "cifar10"}
 t0 = time.perf_counter()
 try:
-    meta = generate_dataset(DATA, seed=SEED, sizes=SIZES, **source, **frame, rules=rules)
+    meta = generate_from_params(DATA, PARAMS["data"], seed=SEED, sizes=SIZES, **source)
 except DatasetError as exc:
     if not FAST:
         raise DatasetError(f"{exc}\\nOffline: set CIFAR_NPZ (or the CAMPROMPT_CIFAR_NPZ variable) to a local CIFAR-10 .npz.") from exc
     print(f"{exc}\\n-> FAST run: procedural backgrounds instead")
-    meta = generate_dataset(DATA, seed=SEED, sizes=SIZES, backgrounds="procedural", **frame, rules=rules)
+    meta = generate_from_params(DATA, PARAMS["data"], seed=SEED, sizes=SIZES, backgrounds="procedural")
 print(f"{sum(SIZES.values())} images from {meta['source']['kind']} backgrounds in {time.perf_counter() - t0:.1f} s:",
       meta["class_counts"])
 """

@@ -9,26 +9,14 @@ from __future__ import annotations
 import time
 
 from camprompt.artifacts import load_params
-from camprompt.data import generate_dataset
-from camprompt.shapes import ShapeRules
+from camprompt.data import generate_from_params
 
 
 def main() -> None:
     params = load_params()
     data = params["data"]
     start = time.perf_counter()
-    meta = generate_dataset(
-        data["root"],
-        seed=int(params.get("seed", 0)),
-        sizes=data["sizes"],
-        backgrounds=data.get("backgrounds", "auto"),
-        npz=data.get("npz"),
-        cifar_root=data.get("cifar_root"),
-        width=int(data["width"]),
-        height=int(data["height"]),
-        rules=ShapeRules.from_params(data),
-        train_variety=float(data["train_variety"]),
-    )
+    meta = generate_from_params(data["root"], data, seed=int(params.get("seed", 0)))
     counts = {split: sum(c.values()) for split, c in meta["class_counts"].items()}
     print(f"data: {counts} images from {meta['source']['kind']} backgrounds into {data['root']} "
           f"in {time.perf_counter() - start:.1f} s")

@@ -105,6 +105,10 @@ def test_augment_affine_turns_and_stretches_about_the_centre() -> None:
         assert 1 / 1.45 - 0.1 <= aspect <= 1.45 + 0.1
         assert abs(image.sum() - np.pi * 100) < 0.08 * np.pi * 100
     assert len({round(float(s.sum()), 1) for s in stretched[:, 0]}) > 1  # each image its own draw
+    # At a share of one half, the images not drawn pass through untouched and the others are warped.
+    half = Augment(**STILL, affine=0.5, rotate=30.0, stretch=0.45)(disks, torch.Generator().manual_seed(3))
+    untouched = [torch.equal(h, p) for h, p in zip(half, disks.permute(0, 3, 1, 2).float() / 255)]
+    assert 0 < sum(untouched) < len(untouched)
     images = torch.from_numpy(rng.integers(0, 256, (8, 48, 64, 3), dtype=np.uint8))
     assert torch.equal(Augment(affine=0.0, rotate=40.0)(images, torch.Generator().manual_seed(2)),
                        Augment()(images, torch.Generator().manual_seed(2)))

@@ -29,6 +29,7 @@ from camprompt.data import (
     SyntheticShapes,
     denormalize,
     generate_dataset,
+    generate_from_params,
     load_split,
     normalize,
 )
@@ -209,6 +210,23 @@ def test_shape_rules_from_params_take_the_knobs_as_numbers() -> None:
     assert json.dumps(ShapeRules(min_shape_size=10, max_shape_size=20).as_dict()) == json.dumps(ShapeRules().as_dict())
     with pytest.raises(ValueError, match="min_contrast must be a number"):
         ShapeRules.from_params({"min_contrast": "90"})
+
+
+def test_generate_from_params_reads_the_data_section_and_takes_overrides(tmp_path: Path) -> None:
+    # params.yaml's data section, with keys that are not generate_dataset's (root, knobs of ShapeRules).
+    data = {"root": "data/x", "sizes": {"val": 6}, "backgrounds": "procedural", "npz": None, "width": 40,
+            "height": 30, "min_contrast": 120, "min_shape_size": 8, "max_shape_size": 12, "train_variety": 0.0}
+    meta = generate_from_params(tmp_path / "p", data, seed=2, progress=False)
+    generate_dataset(tmp_path / "d", seed=2, sizes={"val": 6}, backgrounds="procedural", width=40, height=30,
+                     rules=ShapeRules(min_contrast=120.0, min_shape_size=8.0, max_shape_size=12.0), progress=False)
+    assert (meta["width"], meta["height"], meta["min_contrast"]) == (40, 30, 120.0)
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "p", tmp_path / "d", _files(tmp_path / "d"), shallow=False)
+    assert _files(tmp_path / "p") == _files(tmp_path / "d") and not mismatch and not errors
+    # An override replaces what the section sets: another author's rules and frame, one split's size.
+    other = generate_from_params(tmp_path / "o", data, seed=2, sizes={"test": 3}, width=32, height=32,
+                                 rules=ShapeRules(min_contrast=60.0), progress=False)
+    assert other["sizes"] == {"test": 3} and (other["width"], other["min_contrast"]) == (32, 60.0)
+    assert load_split(tmp_path / "o", "test").images.shape == (3, 32, 32, 3)
 
 
 def test_train_variety_varies_only_train_and_keeps_rule_images(dataset: Path, tmp_path: Path) -> None:

@@ -99,12 +99,16 @@ class Augment:
 
 def _random_affine(x: Tensor, p: float, degrees: float, stretch: float, gen: torch.Generator) -> Tensor:
     """Turn a random share ``p`` of the images by up to ``degrees`` either way and stretch them to an
-    aspect ratio in [1 / (1 + stretch), 1 + stretch] (log-uniform); the others pass through unchanged."""
+    aspect ratio in [1 / (1 + stretch), 1 + stretch] (log-uniform); the others pass through unchanged
+    (only the chosen ones are warped, so a small share costs little)."""
     b = x.shape[0]
     chosen = torch.rand(b, generator=gen) < p
     angles = torch.deg2rad((torch.rand(b, generator=gen) * 2 - 1) * degrees)
     log_aspects = (torch.rand(b, generator=gen) * 2 - 1) * math.log1p(stretch)
-    return torch.where(chosen.view(b, 1, 1, 1), turned_and_stretched(x, angles, log_aspects), x)
+    out = x.clone()
+    if chosen.any():
+        out[chosen] = turned_and_stretched(x[chosen], angles[chosen], log_aspects[chosen])
+    return out
 
 
 def turned_and_stretched(x: Tensor, angles: Tensor, log_aspects: Tensor) -> Tensor:

@@ -309,6 +309,24 @@ def generate_dataset(
     return meta
 
 
+#: The keys of params' data section that are :func:`generate_dataset`'s own arguments.
+_GENERATE_KEYS = ("sizes", "backgrounds", "npz", "cifar_root", "width", "height", "train_variety")
+
+
+def generate_from_params(root: str | os.PathLike[str], data: Mapping[str, Any], *, seed: int,
+                         **overrides: Any) -> dict[str, Any]:
+    """:func:`generate_dataset` as a params mapping (params.yaml's ``data``) sets it: its sizes,
+    background source, frame, ``train_variety`` and shape rules; a key it leaves out keeps
+    generate_dataset's default. ``overrides`` replace any of those arguments (or add ``progress``)
+    where a caller draws something else: a variant's rules and frame, one split's size. The DVC
+    stage, the benchmarks, the variants and the notebook read params this one way."""
+    settings = {key: data[key] for key in _GENERATE_KEYS if key in data}
+    settings.update({key: int(settings[key]) for key in ("width", "height") if key in settings})
+    if "rules" not in overrides:
+        settings["rules"] = ShapeRules.from_params(data)
+    return generate_dataset(root, seed=int(seed), **{**settings, **overrides})
+
+
 def _rules_for(split: str, index: int, rules: ShapeRules, variety: float, seed: int) -> ShapeRules:
     """The rules painting train image ``index``: varied with probability ``variety``, from its own
     generator so the benchmark-rule images stay byte-identical whatever the share."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camprompt.data import SplitArrays, generate_dataset, load_split, normalize
+from camprompt.data import SplitArrays, generate_from_params, load_split, normalize
 from camprompt.metrics import iou_batch, summarize
 from camprompt.perturb import Perturbation
 from camprompt.placement import interior_points
@@ -101,12 +101,11 @@ def make_variant(spec: VariantSpec, *, data_root: str | Path, split: str, n: int
             raise ValueError(f"split {split!r} of {data_root} has {len(arrays)} images, fewer than robustness.n = {n}")
         meta["source"] = f"the first {n} images of {split}"
     else:
-        width, height = spec.frame or (int(data_params["width"]), int(data_params["height"]))
+        frame = {"width": spec.frame[0], "height": spec.frame[1]} if spec.frame else {}  # else the data params'
         with tempfile.TemporaryDirectory(prefix="camprompt-variant-") as tmp:
-            generated = generate_dataset(
-                Path(tmp) / "split", seed=spec.seed, sizes={split: n}, backgrounds=data_params.get("backgrounds", "auto"),
-                npz=data_params.get("npz"), cifar_root=data_params.get("cifar_root"), width=width, height=height,
-                rules=spec.generator, progress=False)
+            # The data params' backgrounds; no train images, so no train_variety to record.
+            generated = generate_from_params(Path(tmp) / "split", data_params, seed=spec.seed, sizes={split: n},
+                                             rules=spec.generator, train_variety=0.0, progress=False, **frame)
             arrays = load_split(Path(tmp) / "split", split)
         meta.update(source=f"{n} images drawn by another generator's rules", generator=generated)
     images = spec.perturbation.apply(arrays.images, seed=int(seed) * 1000 + spec.seed)

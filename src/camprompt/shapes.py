@@ -151,9 +151,9 @@ class ShapeRules:
     def __post_init__(self) -> None:
         # Params give 10 or 10.0 alike; the rules hold floats and a bool, so dataset.json records one form.
         for knob in fields(self):
-            value = getattr(self, knob.name)
             if knob.type != "float":
                 continue
+            value = getattr(self, knob.name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ValueError(f"ShapeRules.{knob.name} must be a number, got {value!r}")
             object.__setattr__(self, knob.name, float(value))
