@@ -227,6 +227,9 @@ def test_generate_from_params_reads_the_data_section_and_takes_overrides(tmp_pat
                                  rules=ShapeRules(min_contrast=60.0), progress=False)
     assert other["sizes"] == {"test": 3} and (other["width"], other["min_contrast"]) == (32, 60.0)
     assert load_split(tmp_path / "o", "test").images.shape == (3, 32, 32, 3)
+    # A key the section leaves out keeps generate_dataset's default (a variant's section needs no sizes).
+    bare = generate_from_params(tmp_path / "b", {"backgrounds": "procedural"}, seed=2, sizes={"val": 2}, progress=False)
+    assert (bare["width"], bare["height"], bare["min_contrast"]) == (64, 48, ShapeRules().min_contrast)
 
 
 def test_train_variety_varies_only_train_and_keeps_rule_images(dataset: Path, tmp_path: Path) -> None:
