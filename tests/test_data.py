@@ -56,6 +56,13 @@ def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def _assert_same_files(a: Path, b: Path) -> None:
+    """The two trees hold the same file names with the same bytes."""
+    assert _files(a) == _files(b)
+    _, mismatch, errors = filecmp.cmpfiles(a, b, _files(a), shallow=False)
+    assert not mismatch and not errors
+
+
 # ------------------------------------------------------------------------------------------------
 # Format and rules
 # ------------------------------------------------------------------------------------------------
@@ -165,9 +172,7 @@ def test_splits_do_not_share_backgrounds(tmp_path: Path) -> None:
 def test_deterministic_byte_identical(dataset: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     generate_dataset(again, **KW)
-    assert _files(again) == _files(dataset)
-    match, mismatch, errors = filecmp.cmpfiles(dataset, again, _files(dataset), shallow=False)
-    assert not mismatch and not errors
+    _assert_same_files(dataset, again)
     other = tmp_path / "other"
     generate_dataset(other, **{**KW, "seed": 4})
     assert not filecmp.cmp(dataset / "images/train/00000.png", other / "images/train/00000.png", shallow=False)
@@ -220,8 +225,7 @@ def test_generate_from_params_reads_the_data_section_and_takes_overrides(tmp_pat
     generate_dataset(tmp_path / "d", seed=2, sizes={"val": 6}, backgrounds="procedural", width=40, height=30,
                      rules=ShapeRules(min_contrast=120.0, min_shape_size=8.0, max_shape_size=12.0), progress=False)
     assert (meta["width"], meta["height"], meta["min_contrast"]) == (40, 30, 120.0)
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "p", tmp_path / "d", _files(tmp_path / "d"), shallow=False)
-    assert _files(tmp_path / "p") == _files(tmp_path / "d") and not mismatch and not errors
+    _assert_same_files(tmp_path / "p", tmp_path / "d")
     # An override replaces what the section sets: another author's rules and frame, one split's size.
     other = generate_from_params(tmp_path / "o", data, seed=2, sizes={"test": 3}, width=32, height=32,
                                  rules=ShapeRules(min_contrast=60.0), progress=False)
